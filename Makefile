@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Each sets up what it needs (venv, tools).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DS_ACCELERATOR ?= cpu
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv test test-fast test-slow lint demo testenv tools clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing okvqa-k8s with all extras (torch==2.13.0, CPU here)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train,serve,kube,dev]'
+	touch $@
+
+venv: $(BIN)/.installed ## create the virtual environment
+
+test-fast: venv ## the default test run (no multi-process training)
+	$(BIN)/pytest
+
+test-slow: venv ## multi-process (torchrun, DeepSpeed) training tests
+	$(BIN)/pytest -m slow || test $$? -eq 5  # 5: none selected
+
+test: venv ## everything CI runs: lint, default tests, slow tests
+	$(BIN)/ruff check okvqa_k8s tests benchmarks
+	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-slow
+
+lint: venv ## ruff
+	$(BIN)/ruff check okvqa_k8s tests benchmarks
+	$(BIN)/ruff format --check okvqa_k8s tests benchmarks
+
+demo: venv ## synthetic data → prepared dataset (the full demo lands with the training/serving issues)
+	rm -rf demo/raw demo/dataset
+	$(BIN)/okvqa-k8s data synth demo/raw --size 400 --seed 0
+	$(BIN)/okvqa-k8s data prepare demo/raw --out demo/dataset --category other
+
+clean: ## remove the venv and demo outputs
+	rm -rf $(VENV) demo

@@ -1,0 +1,53 @@
+"""`okvqa-k8s`: the one command users run. Each area registers its own click group or command here.
+
+Heavy libraries (torch, transformers, kubernetes) are imported inside the commands that need them, so
+`okvqa-k8s --help` and the data/storage commands stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from okvqa_k8s import __version__
+from okvqa_k8s.data.cli import data
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.evaluate.score_cli import score
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="okvqa-k8s")
+def cli() -> None:
+    """Fine-tune LLaVA-1.5 on OK-VQA with LoRA + DeepSpeed on Kubernetes, then serve and evaluate it."""
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Measure VQA accuracy: score predictions, evaluate an endpoint, compare before/after."""
+
+
+cli.add_command(data)
+eval_group.add_command(score)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="okvqa-k8s", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"okvqa-k8s: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("okvqa-k8s: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
