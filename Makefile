@@ -27,13 +27,13 @@ test-slow: venv ## multi-process (torchrun, DeepSpeed) training tests
 	$(BIN)/pytest -m slow || test $$? -eq 5  # 5: none selected
 
 test: venv ## everything CI runs: lint, default tests, slow tests
-	$(BIN)/ruff check okvqa_k8s tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-slow
 
 lint: venv ## ruff
-	$(BIN)/ruff check okvqa_k8s tests benchmarks
-	$(BIN)/ruff format --check okvqa_k8s tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: venv ## synthetic data → prepared dataset (the full demo lands with the training/serving issues)
 	rm -rf demo/raw demo/dataset
