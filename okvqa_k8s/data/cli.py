@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from okvqa_k8s.data.images import DEFAULT_MAX_PIXELS
+from okvqa_k8s.storage_cli import fetch, stage
 
 
 @click.group()
@@ -89,3 +90,7 @@ def prepare(
         cats = ", ".join(f"{k}: {v}" for k, v in c["per_category"].items())
         click.echo(f"{split}: {c['records']} records, {c['images']} images, {c['skipped']} skipped ({cats})")
     click.echo(f"wrote {out}")
+
+
+data.add_command(stage)
+data.add_command(fetch)

@@ -1,13 +1,15 @@
-"""Image checks shared by dataset preparation and anything else that opens user images.
+"""Image decoding with limits, shared by dataset preparation and the inference server.
 
-A truncated JPEG or a decompression bomb must fail here, with the file named, rather than inside a
-dataloader worker on some GPU node hours later.
+A truncated JPEG or a decompression bomb must fail here, with the reason stated, rather than inside a
+dataloader worker on some GPU node hours later or by exhausting a server's memory: the pixel count is
+read from the header and checked before a single pixel is decoded.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -19,26 +21,38 @@ class ImageError(ValueError):
     """Why an image is unusable, phrased to follow the file name."""
 
 
-def check_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Open and fully decode `path`; return (width, height) or raise ImageError saying why not."""
+class TooManyPixels(ImageError):
+    """The header declares more pixels than allowed: a decompression bomb or simply too big."""
+
+
+def decode_image(source: str | Path | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image (path or binary file object), or raise ImageError saying why not."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageError(
-                        f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
-                    )
-                img.load()
+            img = Image.open(source)
+            width, height = img.size  # header only: nothing decoded yet
+            if width * height > max_pixels:
+                raise TooManyPixels(
+                    f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
+                )
+            img.load()
     except FileNotFoundError:
         raise ImageError("image file is missing") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("too many pixels (decompression bomb)") from None
-    except OSError as exc:
+        raise TooManyPixels(f"over {max_pixels} pixels (decompression bomb)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        if isinstance(exc, ImageError):
+            raise
         raise ImageError(f"unreadable or truncated image ({exc})") from None
     if width < 1 or height < 1:
         raise ImageError("image has no pixels")
-    return width, height
+    return img
+
+
+def check_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Fully decode the image at `path` and return (width, height); ImageError if unusable."""
+    with decode_image(path, max_pixels) as img:
+        return img.size

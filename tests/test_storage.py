@@ -1,0 +1,370 @@
+"""Storage logic without a server: sizes, URIs, shard plans, manifests, tar safety, checkpoint choice,
+and the local-path store end to end (the `--local` and demo path). S3 over HTTP: test_storage_s3.py."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.storage import (
+    FETCH_MARKER,
+    MANIFEST_NAME,
+    delete_prefix,
+    exists,
+    fetch_dataset,
+    join,
+    latest_complete_checkpoint,
+    list_complete_checkpoints,
+    list_objects,
+    mark_complete,
+    parse_size,
+    read_json,
+    stage_dataset,
+    sync_down,
+    sync_up,
+    write_json,
+)
+from okvqa_k8s.storage.checkpoints import complete_checkpoints
+from okvqa_k8s.storage.index import valid_entries
+from okvqa_k8s.storage.shards import (
+    Member,
+    build_manifest,
+    check_member,
+    missing_member,
+    parse_manifest,
+    plan_shards,
+    safe_relpath,
+    tar_footprint,
+)
+from okvqa_k8s.storage.store import ObjectInfo
+from okvqa_k8s.storage.sync import plan_upload
+from okvqa_k8s.storage.transfer import write_shard
+from okvqa_k8s.storage.uri import parse
+
+SMALL_SHARDS = 24 * 1024  # several shards from a few dozen small JPEGs
+
+
+def make_dataset(root: Path, images: int = 36, seed: int = 0) -> Path:
+    """A prepared-dataset look-alike: noisy JPEGs in two splits (one a hard link) plus the JSON files."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(images):
+        split = "train2014" if i % 4 else "val2014"
+        rel = f"images/{split}/COCO_{split}_{i:012d}.jpg"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = bytes(rng.randrange(256) for _ in range(48 * 48 * 3))
+        Image.frombytes("RGB", (48, 48), pixels).save(path, quality=85)
+        records.append(
+            {"id": str(i), "image": rel, "conversations": [{"from": "human", "value": "<image>\nq"}]}
+        )
+    os.link(root / records[1]["image"], root / "images/train2014/COCO_train2014_linked.jpg")
+    (root / "train.json").write_text(json.dumps(records[1:]))
+    (root / "val.json").write_text(json.dumps(records[:1]))
+    for name in ("train_questions", "train_annotations", "val_questions", "val_annotations", "manifest"):
+        (root / f"{name}.json").write_text(json.dumps({"name": name, "seed": seed}))
+    return root
+
+
+def tree_digest(root: Path, ignore: tuple[str, ...] = (FETCH_MARKER,)) -> dict[str, str]:
+    """Relative path → sha256 of every file, to compare directories byte for byte."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in ignore
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("storage") / "dataset")
+
+
+def _member(path: str, size: int = 100) -> Member:
+    return Member(path, size, hashlib.sha256(path.encode()).hexdigest())
+
+
+def _tar_info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info
+
+
+# -- sizes and URIs -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("64MB", 64 * 10**6), ("1GiB", 2**30), ("256 MiB", 256 * 2**20), ("512kb", 512_000), ("1000", 1000)],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12XB", "-1MB", "0", "MB"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(UserError, match="bad size"):
+        parse_size(text)
+
+
+def test_uri_parse_and_join(tmp_path: Path) -> None:
+    loc = parse("s3://bucket/data/set")
+    assert (loc.scheme, loc.bucket, loc.key) == ("s3", "bucket", "data/set")
+    assert parse(f"file://{tmp_path}").path == str(tmp_path)
+    assert parse(str(tmp_path)).path == str(tmp_path)
+    assert join("s3://bucket", "a", "b/c") == "s3://bucket/a/b/c"
+    assert join("s3://bucket/p/", "/x/") == "s3://bucket/p/x"
+    assert join("file:///data", "x") == "file:///data/x"
+    assert join(str(tmp_path), "x", "y") == str(tmp_path / "x" / "y")
+    with pytest.raises(UserError, match=r"\.\."):
+        join("s3://bucket/p", "../q")
+    for bad in ("gs://bucket/x", "s3:///nobucket", "file://host/path"):
+        with pytest.raises(UserError):
+            parse(bad)
+
+
+# -- shard planning and manifests ---------------------------------------------------------------------
+def test_plan_shards_is_sorted_bounded_and_deterministic() -> None:
+    members = [_member(f"images/{i:03d}.jpg", 1000 + i) for i in range(50)]
+    plans = plan_shards(list(reversed(members)), shard_size=10 * tar_footprint(1100))
+    assert [m.path for p in plans for m in p.members] == sorted(m.path for m in members)
+    assert all(sum(tar_footprint(m.size) for m in p.members) <= 10 * tar_footprint(1100) for p in plans)
+    assert [p.name for p in plans] == [f"shards/images-{i:05d}.tar" for i in range(len(plans))]
+    again = plan_shards(members, shard_size=10 * tar_footprint(1100))
+    assert [p.content_digest for p in again] == [p.content_digest for p in plans]
+
+
+def test_plan_shards_gives_an_oversized_file_its_own_shard() -> None:
+    plans = plan_shards([_member("images/a", 10), _member("images/b", 10**6), _member("images/c", 10)], 4096)
+    assert [[m.path for m in p.members] for p in plans] == [["images/a"], ["images/b"], ["images/c"]]
+    assert plan_shards([], 4096) == []
+
+
+def test_content_digest_follows_member_bytes() -> None:
+    a = plan_shards([_member("images/a")], 4096)[0]
+    b = plan_shards([Member("images/a", 100, "0" * 64)], 4096)[0]
+    assert a.content_digest != b.content_digest
+
+
+def test_manifest_round_trip_and_validation() -> None:
+    plans = plan_shards([_member("images/a.jpg"), _member("images/b.jpg")], 4096)
+    manifest = build_manifest([_member("train.json", 7)], plans, {plans[0].name: (3072, "a" * 64)}, 4096)
+    raw = json.dumps(manifest).encode()
+    assert parse_manifest(raw, "m.json") == manifest
+    assert manifest["total_bytes"] == 7 + 3072
+
+    def broken(**change: object) -> bytes:
+        bad = json.loads(raw)
+        bad["files"][0].update(change)
+        return json.dumps(bad).encode()
+
+    for bad_raw, message in [
+        (b"{", "not valid JSON"),
+        (b'{"format": "other"}', "expected format"),
+        (broken(path="../etc/passwd"), "unsafe or duplicate"),
+        (broken(path="/abs"), "unsafe or duplicate"),
+        (broken(path="images/a.jpg"), "unsafe or duplicate"),
+        (broken(sha256="xyz"), "hex sha256"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            parse_manifest(bad_raw, "m.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("images/a.jpg", "images/a.jpg"),
+        ("./images/a.jpg", "images/a.jpg"),
+        ("../x", None),
+        ("images/../../x", None),
+        ("/etc/passwd", None),
+        ("C:/x", None),
+        ("a\\..\\b", None),
+        ("", None),
+        (".", None),
+    ],
+)
+def test_safe_relpath(name: str, expected: str | None) -> None:
+    assert safe_relpath(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        (_tar_info("../x", size=3), "absolute or escaping"),
+        (_tar_info("/etc/x", size=3), "absolute or escaping"),
+        (_tar_info("images/a.jpg", tarfile.SYMTYPE), "a symlink"),
+        (_tar_info("images/a.jpg", tarfile.LNKTYPE), "a hard link"),
+        (_tar_info("images/a.jpg", tarfile.CHRTYPE), "a character device"),
+        (_tar_info("images/a.jpg", tarfile.BLKTYPE), "a block device"),
+        (_tar_info("images/a.jpg", tarfile.FIFOTYPE), "a fifo"),
+        (_tar_info("images/a.jpg", tarfile.DIRTYPE), "a directory"),
+        (_tar_info("images/other.jpg", size=3), "not listed"),
+        (_tar_info("images/a.jpg", size=4), "has size 4"),
+    ],
+)
+def test_check_member_refuses(info: tarfile.TarInfo, reason: str) -> None:
+    seen: set[str] = set()
+    assert reason in (check_member(info, {"images/a.jpg": 3}, seen) or "")
+    assert seen == set()
+
+
+def test_check_member_accepts_exactly_the_manifest() -> None:
+    expected = {"images/a.jpg": 3, "images/b.jpg": 5}
+    seen: set[str] = set()
+    assert check_member(_tar_info("./images/a.jpg", size=3), expected, seen) is None
+    assert "missing" in (missing_member(expected, seen) or "")
+    assert "appears twice" in (check_member(_tar_info("images/a.jpg", size=3), expected, seen) or "")
+    assert check_member(_tar_info("images/b.jpg", size=5), expected, seen) is None
+    assert missing_member(expected, seen) is None
+
+
+def test_write_shard_is_byte_identical_across_runs(dataset: Path, tmp_path: Path) -> None:
+    images = sorted(p for p in dataset.rglob("*.jpg"))
+    members = [
+        Member(
+            p.relative_to(dataset).as_posix(), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()
+        )
+        for p in images[:5]
+    ]
+    plan = plan_shards(members, 10**9)[0]
+    first = write_shard(dataset, plan, tmp_path / "a.tar")
+    os.utime(dataset / members[0].path)  # a touched file must not change the shard
+    second = write_shard(dataset, plan, tmp_path / "b.tar")
+    assert first == second
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        assert [(m.name, m.mtime, m.mode, m.uid) for m in tar] == [(m.path, 0, 0o644, 0) for m in members]
+
+
+# -- index, sync planning, checkpoints ----------------------------------------------------------------
+def test_index_entries_are_trusted_only_while_the_object_is_unchanged() -> None:
+    raw = {
+        "same": {"size": 3, "etag": "e1", "sha256": "s"},
+        "rewritten": {"size": 3, "etag": "old", "sha256": "s"},
+        "gone": {"size": 3, "etag": "e3", "sha256": "s"},
+    }
+    listing = {"same": ObjectInfo(3, "e1"), "rewritten": ObjectInfo(3, "new")}
+    assert set(valid_entries(raw, listing)) == {"same"}
+    assert valid_entries(["garbage"], listing) == {}
+
+
+def test_plan_upload_only_changed_files() -> None:
+    local = {"a": (3, "sha-a"), "b": (4, "sha-b2"), "c": (5, "sha-c")}
+    indexed = {"a": {"size": 3, "sha256": "sha-a"}, "b": {"size": 4, "sha256": "sha-b"}, "c": None}
+    assert plan_upload(local, indexed) == ["b", "c"]
+
+
+def test_complete_checkpoints_need_every_marker_and_sort_numerically() -> None:
+    keys = [
+        "checkpoint-100/_COMPLETE.node-0",
+        "checkpoint-100/_COMPLETE.node-1",
+        "checkpoint-100/model.bin",
+        "checkpoint-20/_COMPLETE.node-0",
+        "checkpoint-20/_COMPLETE.node-1",
+        "checkpoint-300/_COMPLETE.node-0",  # node-1 never finished uploading
+        "checkpoint-400/sub/_COMPLETE.node-0",  # a nested marker does not count
+        "checkpoint-400/sub/_COMPLETE.node-1",
+        "final/_COMPLETE.node-0",
+        "final/_COMPLETE.node-1",
+        "_COMPLETE.node-0",
+    ]
+    markers = ("_COMPLETE.node-0", "_COMPLETE.node-1")
+    assert complete_checkpoints(keys, markers) == ["checkpoint-20", "checkpoint-100"]
+    assert complete_checkpoints(keys, ("_COMPLETE.node-0",))[-1] == "checkpoint-300"
+    with pytest.raises(ValueError):
+        complete_checkpoints(keys, ())
+
+
+# -- the local-path store end to end ------------------------------------------------------------------
+def test_local_stage_fetch_round_trip(dataset: Path, tmp_path: Path) -> None:
+    target = str(tmp_path / "staged")
+    summary = stage_dataset(dataset, target, shard_size=SMALL_SHARDS, workers=3)
+    assert summary["shards"] > 4 and summary["images"] == 37 and summary["files"] == 7
+    assert not (tmp_path / "staged" / "images").exists()
+    again = stage_dataset(dataset, f"file://{target}", shard_size=SMALL_SHARDS, workers=3)
+    assert again["uploaded_objects"] == 0 and again["manifest_sha256"] == summary["manifest_sha256"]
+
+    out = fetch_dataset(target, tmp_path / "copy", workers=3)
+    assert tree_digest(out) == tree_digest(dataset)
+    assert not (out / "images/train2014/COCO_train2014_linked.jpg").is_symlink()
+    marker = (out / FETCH_MARKER).stat().st_mtime_ns
+    (tmp_path / "staged" / "shards" / "images-00000.tar").unlink()  # a no-op re-run reads no shard
+    assert fetch_dataset(target, out) == out
+    assert (out / FETCH_MARKER).stat().st_mtime_ns == marker
+    with pytest.raises(UserError, match=r"shards/images-00000\.tar is listed in the manifest but missing"):
+        fetch_dataset(target, tmp_path / "second")
+
+
+def test_local_fetch_refuses_to_replace_a_foreign_directory(dataset: Path, tmp_path: Path) -> None:
+    stage_dataset(dataset, str(tmp_path / "staged"), shard_size=SMALL_SHARDS)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep")
+    with pytest.raises(UserError, match="not a fetched dataset"):
+        fetch_dataset(str(tmp_path / "staged"), tmp_path / "mine")
+    assert (tmp_path / "mine" / "precious.txt").read_text() == "keep"
+    with pytest.raises(UserError, match=f"{MANIFEST_NAME} is missing"):
+        fetch_dataset(str(tmp_path / "nothing"), tmp_path / "copy")
+
+
+def test_local_json_listing_and_checkpoints(tmp_path: Path) -> None:
+    root = str(tmp_path / "run")
+    write_json(join(root, "progress.json"), {"step": 3})
+    assert read_json(join(root, "progress.json")) == {"step": 3}
+    assert exists(join(root, "progress.json")) and not exists(join(root, "nope.json"))
+    with pytest.raises(FileNotFoundError):
+        read_json(join(root, "nope.json"))
+    for step in (5, 10):
+        write_json(join(root, "ckpt", f"checkpoint-{step}", "state.json"), {"step": step})
+        mark_complete(join(root, "ckpt", f"checkpoint-{step}"), "_COMPLETE.node-0", {"node": 0})
+    mark_complete(join(root, "ckpt", "checkpoint-5"), "_COMPLETE.node-1")
+    markers = ("_COMPLETE.node-0", "_COMPLETE.node-1")
+    assert list_complete_checkpoints(join(root, "ckpt"), markers) == ["checkpoint-5"]
+    assert latest_complete_checkpoint(join(root, "ckpt"), ("_COMPLETE.node-0",)) == "checkpoint-10"
+    assert latest_complete_checkpoint(join(root, "empty")) is None
+    assert set(list_objects(join(root, "ckpt"))) == {
+        "checkpoint-5/state.json",
+        "checkpoint-5/_COMPLETE.node-0",
+        "checkpoint-5/_COMPLETE.node-1",
+        "checkpoint-10/state.json",
+        "checkpoint-10/_COMPLETE.node-0",
+    }
+    assert delete_prefix(join(root, "ckpt")) == 5
+    assert list_objects(join(root, "ckpt")) == {}
+
+
+def test_local_sync_up_and_down(tmp_path: Path) -> None:
+    src = tmp_path / "ckpt"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(b"a" * 1000)
+    (src / "sub" / "b.bin").write_bytes(b"b" * 2000)
+    target = str(tmp_path / "remote")
+    assert sync_up(src, target) == 3000
+    assert sync_up(src, target) == 0
+    (src / "a.bin").write_bytes(b"A" * 1000)  # same size, new content
+    assert sync_up(src, target) == 1000
+    assert sync_down(target, tmp_path / "down") == 3000
+    assert tree_digest(tmp_path / "down") == tree_digest(src)
+    assert sync_down(target, tmp_path / "down") == 0
+
+
+def test_tar_with_mixed_members_round_trips_through_check(tmp_path: Path) -> None:
+    """The reader side of `check_member` sees what a real archive with a link looks like."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(_tar_info("images/a.jpg", size=3), io.BytesIO(b"abc"))
+        link = _tar_info("images/b.jpg", tarfile.SYMTYPE)
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        seen: set[str] = set()
+        reasons = [check_member(info, {"images/a.jpg": 3}, seen) for info in tar]
+    assert reasons == [None, "member 'images/b.jpg' is a symlink, only regular files are allowed"]
