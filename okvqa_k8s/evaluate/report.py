@@ -1,0 +1,271 @@
+"""Before/after reports from two `eval run` results: JSON, markdown table, PNG bar chart, HTML examples.
+
+The numbers (`compare_results`) are pure; rendering is separate so the JSON a pipeline consumes never
+depends on matplotlib. The HTML page embeds its thumbnails, so it can be copied off a pod or attached
+to an issue and still show the images.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+MAX_EXAMPLES = 300
+THUMB_PX = 192
+
+
+def load_result(path: Path) -> tuple[dict[str, Any], Path]:
+    """A results.json (or the `eval run --out` directory holding one) and the directory it lives in."""
+    file = path / "results.json" if path.is_dir() else path
+    try:
+        result = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{file}: not found (expected the results.json of `okvqa-k8s eval run`)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{file}: not valid JSON ({exc.msg})") from None
+    if not isinstance(result, dict) or not {"overall", "per_category", "count"} <= result.keys():
+        raise UserError(f"{file}: not an eval result (needs overall, per_category and count)")
+    return result, file.parent
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(b - a, 2)
+
+
+def compare_results(base: dict[str, Any], finetuned: dict[str, Any]) -> dict[str, Any]:
+    """`{"base", "finetuned", "delta"}` with deltas in percentage points (finetuned − base)."""
+    names = list(dict.fromkeys([*base["per_category"], *finetuned["per_category"]]))
+
+    def acc(result: dict[str, Any], name: str) -> float | None:
+        cat = result["per_category"].get(name)
+        return None if cat is None else cat["accuracy"]
+
+    return {
+        "base": base,
+        "finetuned": finetuned,
+        "delta": {
+            "overall": _delta(base["overall"], finetuned["overall"]),
+            "per_category": {n: _delta(acc(base, n), acc(finetuned, n)) for n in names},
+        },
+    }
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def compare_markdown(cmp: dict[str, Any]) -> str:
+    """Accuracy table with deltas: what `eval run --compare` prints and saves as compare.md."""
+    base, ft = cmp["base"], cmp["finetuned"]
+    lines = [
+        "# VQA accuracy before/after fine-tuning",
+        "",
+        f"base: `{base.get('model', '?')}` · fine-tuned: `{ft.get('model', '?')}` · "
+        f"split: {ft.get('split', '?')}",
+        "",
+        "| category | questions | base (%) | fine-tuned (%) | Δ (pp) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, delta in cmp["delta"]["per_category"].items():
+        b, f = base["per_category"].get(name), ft["per_category"].get(name)
+        count = (f or b or {}).get("count", 0)
+        lines.append(
+            f"| {name} | {count} | {_fmt(b and b['accuracy'])} | {_fmt(f and f['accuracy'])} | "
+            f"{_fmt(delta, True)} |"
+        )
+    lines.append(
+        f"| **overall** | **{ft['count']}** | **{_fmt(base['overall'])}** | **{_fmt(ft['overall'])}** | "
+        f"**{_fmt(cmp['delta']['overall'], True)}** |"
+    )
+    changed = cmp.get("changed")
+    if changed:
+        lines += [
+            "",
+            f"{changed['count']} answers changed: {changed['improved']} improved, "
+            f"{changed['regressed']} got worse, "
+            f"{changed['count'] - changed['improved'] - changed['regressed']} "
+            f"scored the same ({changed['html']}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart_png(cmp: dict[str, Any]) -> bytes:
+    """Grouped bars, base vs fine-tuned, one group per category plus overall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [*cmp["delta"]["per_category"], "overall"]
+
+    def values(result: dict[str, Any]) -> list[float]:
+        return [result["per_category"].get(n, {}).get("accuracy", 0.0) for n in names[:-1]] + [
+            result["overall"]
+        ]
+
+    fig, ax = plt.subplots(figsize=(min(14.0, max(5.0, 0.8 * len(names) + 2)), 4.5), dpi=100)
+    xs = range(len(names))
+    width = 0.38
+    for offset, key, label, color in (
+        (-width / 2, "base", "base", "#9aa5b1"),
+        (width / 2, "finetuned", "fine-tuned", "#1f77b4"),
+    ):
+        ys = values(cmp[key])
+        rects = ax.bar([x + offset for x in xs], ys, width, label=label, color=color)
+        ax.bar_label(rects, fmt="%.1f", fontsize=8, padding=2)
+    ax.set_xticks(list(xs), [n if len(n) <= 18 else n[:16] + "…" for n in names], rotation=20, ha="right")
+    ax.set_ylabel("VQA accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("OK-VQA accuracy before/after fine-tuning")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _read_predictions(result: dict[str, Any], result_dir: Path) -> dict[int, str]:
+    from okvqa_k8s.evaluate.score import load_predictions
+
+    return load_predictions(result_dir / result.get("predictions", "predictions.jsonl"))
+
+
+def changed_examples(
+    base_preds: dict[int, str], ft_preds: dict[int, str], questions: list[Any]
+) -> list[dict[str, Any]]:
+    """Questions whose normalised answer changed, biggest improvement first, then biggest regression last."""
+    from okvqa_k8s.evaluate.metric import normalize_prediction, vqa_accuracy
+
+    out = []
+    for q in questions:
+        b, f = base_preds.get(q.question_id), ft_preds.get(q.question_id)
+        if b is None or f is None or normalize_prediction(b) == normalize_prediction(f):
+            continue
+        counts: dict[str, int] = {}
+        for a in q.answers:
+            counts[a] = counts.get(a, 0) + 1
+        out.append(
+            {
+                "question_id": q.question_id,
+                "image_id": q.image_id,
+                "question": q.question,
+                "category": q.category,
+                "base": b,
+                "finetuned": f,
+                "base_accuracy": round(100 * vqa_accuracy(b, q.answers), 2),
+                "finetuned_accuracy": round(100 * vqa_accuracy(f, q.answers), 2),
+                "ground_truth": sorted(counts, key=lambda a: (-counts[a], a)),
+            }
+        )
+    out.sort(key=lambda e: (-(e["finetuned_accuracy"] - e["base_accuracy"]), e["question_id"]))
+    return out
+
+
+def _thumbnail(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((THUMB_PX, THUMB_PX))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=80)
+    except OSError:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def changed_html(examples: list[dict[str, Any]], images: dict[int, Path], title: str) -> str:
+    """A self-contained page: thumbnail, question, both answers (with their accuracy), ground truth."""
+    esc = html.escape
+    rows = []
+    for e in examples[:MAX_EXAMPLES]:
+        thumb = _thumbnail(images[e["question_id"]]) if e["question_id"] in images else None
+        img = f'<img src="{thumb}" alt="image {e["image_id"]}">' if thumb else "(image missing)"
+        trend = (
+            "better"
+            if e["finetuned_accuracy"] > e["base_accuracy"]
+            else "worse"
+            if e["finetuned_accuracy"] < e["base_accuracy"]
+            else "same"
+        )
+        rows.append(
+            f'<tr class="{trend}"><td>{img}</td>'
+            f"<td>{esc(e['question'])}<br><small>#{e['question_id']}</small></td>"
+            f"<td>{esc(e['base'])}<br><small>{e['base_accuracy']:.0f}%</small></td>"
+            f"<td>{esc(e['finetuned'])}<br><small>{e['finetuned_accuracy']:.0f}%</small></td>"
+            f"<td>{esc(', '.join(e['ground_truth']))}</td></tr>"
+        )
+    more = (
+        f"<p>Showing the first {MAX_EXAMPLES} of {len(examples)} changed answers.</p>"
+        if len(examples) > MAX_EXAMPLES
+        else ""
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: .4rem .6rem; vertical-align: top; }}
+tr.better td:nth-child(4) {{ background: #e3f6e3; }} tr.worse td:nth-child(4) {{ background: #fbe4e4; }}
+img {{ max-width: {THUMB_PX}px; }}
+</style></head><body>
+<h1>{esc(title)}</h1>
+<p>{len(examples)} questions where the fine-tuned answer differs from the base answer
+(best improvements first).
+Percentages are the official VQA accuracy of each answer.</p>{more}
+<table><thead>
+<tr><th>image</th><th>question</th><th>base</th><th>fine-tuned</th><th>ground truth</th></tr>
+</thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table></body></html>
+"""
+
+
+def write_compare_report(base_path: Path, finetuned_path: Path, out_dir: Path) -> Path:
+    """compare.json, compare.md, per_category.png and changed.html in `out_dir`; returns compare.json."""
+    from okvqa_k8s.evaluate.runner import load_items
+
+    base, base_dir = load_result(base_path)
+    ft, ft_dir = load_result(finetuned_path)
+    if base.get("split") != ft.get("split") or base["count"] != ft["count"]:
+        raise UserError(
+            f"{base_path} and {finetuned_path} were not run on the same questions "
+            f"({base.get('split')}/{base['count']} vs {ft.get('split')}/{ft['count']})"
+        )
+    cmp = compare_results(base, ft)
+    dataset_dir = Path(ft.get("dataset_dir", ""))
+    if not (dataset_dir / f"{ft['split']}_questions.json").is_file():
+        raise UserError(
+            f"{finetuned_path}: dataset_dir {dataset_dir} is gone; cannot show the changed examples"
+        )
+    items, questions = load_items(dataset_dir, ft["split"], ft.get("categories"))
+    ft_preds = _read_predictions(ft, ft_dir)
+    questions = [q for q in questions if q.question_id in ft_preds]
+    examples = changed_examples(_read_predictions(base, base_dir), ft_preds, questions)
+    images = {it.question_id: dataset_dir / it.image for it in items}
+    cmp["changed"] = {
+        "count": len(examples),
+        "improved": sum(e["finetuned_accuracy"] > e["base_accuracy"] for e in examples),
+        "regressed": sum(e["finetuned_accuracy"] < e["base_accuracy"] for e in examples),
+        "html": "changed.html",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "per_category.png", bar_chart_png(cmp))
+    atomic_write_text(
+        out_dir / "changed.html", changed_html(examples, images, "Answers changed by fine-tuning")
+    )
+    atomic_write_text(out_dir / "compare.md", compare_markdown(cmp))
+    atomic_write_json(out_dir / "compare.json", cmp)
+    return out_dir / "compare.json"

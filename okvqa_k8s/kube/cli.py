@@ -1,0 +1,390 @@
+"""`okvqa-k8s submit/status/logs/delete/render/crd/operator` (+ the hidden in-pod `sync pull/push`).
+
+Every command validates first and reports all spec problems at once (UserError → one block, exit 2)
+before anything is created; the kubernetes client is imported only by the commands that talk to a
+cluster, so `render`, `crd` and `--dry-run` work without one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.kube import names
+
+NAMESPACE_OPTION = click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's, else 'default')."
+)
+SET_OPTION = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field (camelCase path)."
+)
+
+
+def _namespace(namespace: str | None) -> str:
+    if namespace:
+        return namespace
+    try:
+        import os
+
+        from kubernetes import config
+
+        _, active = config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG") or None)
+        return (active or {}).get("context", {}).get("namespace") or "default"
+    except Exception:  # no kubeconfig (dry runs, in-cluster): the conventional default
+        return "default"
+
+
+def _run_name(spec_file: Path, name: str | None) -> str:
+    """--name, else a FineTune file's metadata.name, else the file's stem made DNS-safe."""
+    import re
+
+    import yaml
+
+    if not name:
+        try:
+            doc = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("kind") == names.KIND:
+            name = (doc.get("metadata") or {}).get("name")
+        name = name or re.sub(r"[^a-z0-9-]+", "-", spec_file.stem.lower()).strip("-")[: names.MAX_NAME]
+    return names.check_name(name)
+
+
+def _kube(context: str | None = None) -> Any:
+    from okvqa_k8s.kube.client import Kube
+
+    return Kube.from_config(context=context)
+
+
+def _api_call(what: str, fn: Any, *args: Any) -> Any:
+    """Turn API/connection failures into one-line user errors naming what was being done."""
+    from urllib3.exceptions import HTTPError
+
+    from okvqa_k8s.kube.client import ApiError
+
+    try:
+        return fn(*args)
+    except ApiError as exc:
+        raise UserError(f"{what}: {exc.status} {exc.reason}: {exc.message}") from None
+    except HTTPError as exc:
+        raise UserError(f"{what}: cannot reach the Kubernetes API server ({type(exc).__name__})") from None
+
+
+def _stage_if_local(spec: Any) -> Any:
+    """A cluster cannot read this machine's disk: upload a local dataset beside the outputs first."""
+    from okvqa_k8s import storage
+    from okvqa_k8s.storage.uri import parse
+
+    if parse(spec.dataset.uri).scheme != "file":
+        return spec
+    if parse(spec.output_uri).scheme != "s3":
+        raise UserError(
+            f"dataset.uri {spec.dataset.uri!r} and outputUri {spec.output_uri!r} are local paths, which pods "
+            "cannot read: use s3:// URIs, or run on this machine with `okvqa-k8s submit --local`"
+        )
+    if not Path(spec.dataset.uri).is_dir():
+        raise UserError(f"dataset.uri: {spec.dataset.uri} is not a directory")
+    target = storage.join(spec.output_uri, "dataset")
+    click.echo(f"staging {spec.dataset.uri} → {target}", err=True)
+    storage.stage_dataset(spec.dataset.uri, target, verify=True)
+    doc = spec.to_wire()
+    doc["dataset"]["uri"] = target
+    from okvqa_k8s.spec import parse_spec
+
+    return parse_spec(doc)
+
+
+@click.command("submit")
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", help="FineTune name (DNS-1035; default: metadata.name or the file name).")
+@NAMESPACE_OPTION
+@SET_OPTION
+@click.option(
+    "--dry-run", is_flag=True, help="Print the YAML of everything that would be created; create nothing."
+)
+@click.option(
+    "--no-operator", is_flag=True, help="Apply the rendered objects directly and reconcile from here."
+)
+@click.option(
+    "--local", "local", is_flag=True, help="Run the rendered replicas as local processes (no cluster)."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("okvqa-runs"),
+    show_default=True,
+    help="--local: logs, node scratch and served models go here.",
+)
+@click.option("--keep-serving", is_flag=True, help="--local: keep the server running after evaluation.")
+@click.option("--context", help="kubeconfig context.")
+def submit(
+    spec_file: Path,
+    name: str | None,
+    namespace: str | None,
+    overrides: tuple[str, ...],
+    dry_run: bool,
+    no_operator: bool,
+    local: bool,
+    workdir: Path,
+    keep_serving: bool,
+    context: str | None,
+) -> None:
+    """Validate SPEC_FILE and start the run: a FineTune for the operator, or locally with --local."""
+    from okvqa_k8s.kube.render import Owner, render_children, render_finetune, to_yaml
+    from okvqa_k8s.spec import load_spec
+
+    spec = load_spec(spec_file, list(overrides))
+    run = _run_name(spec_file, name)
+    if local:
+        from okvqa_k8s.local import run_local
+
+        status = run_local(spec, run, workdir, keep_serving=keep_serving, echo=click.echo)
+        if status.get("phase") != "Succeeded":
+            raise UserError(f"run {run} {status.get('phase', 'stopped')}: {status.get('message', '')}")
+        return
+    ns = _namespace(namespace)
+    owner = Owner(run, ns)
+    if dry_run:
+        head = [] if no_operator else [render_finetune(spec, owner)]
+        note = "# objects the run creates" + (
+            "" if no_operator else " (the operator creates them, owned by it)"
+        )
+        click.echo(to_yaml(head) + "---\n" + note + "\n" + to_yaml(render_children(spec, owner)), nl=False)
+        return
+    spec = _stage_if_local(spec)
+    kube = _kube(context)
+    if no_operator:
+        _drive_without_operator(kube, spec, owner)
+        return
+    _, created = _api_call(f"creating FineTune {ns}/{run}", kube.create, render_finetune(spec, owner))
+    if not created:
+        raise UserError(
+            f"FineTune {ns}/{run} already exists: delete it (okvqa-k8s delete {run}) or pick --name"
+        )
+    click.echo(f"finetune.okvqa.dev/{run} created in namespace {ns}")
+    click.echo(f"watch it: okvqa-k8s status {run} -n {ns} -w   (or: kubectl get finetune {run} -n {ns} -w)")
+
+
+def _drive_without_operator(kube: Any, spec: Any, owner: Any) -> None:
+    """The operator's loop, run from the CLI: same decide, same objects (not owned, delete by label)."""
+    from okvqa_k8s.kube.decide import TERMINAL, decide
+    from okvqa_k8s.kube.operator import Reconciler, utcnow
+
+    reconciler = Reconciler(kube)
+    status: dict[str, Any] = {}
+    while True:
+        observed = _api_call("reading the run's objects", reconciler.observe, owner, spec.to_wire(), status)
+        decision = decide(owner, spec.to_wire(), status, observed, utcnow())
+        decision = _api_call("creating the run's objects", reconciler.apply, owner, decision, None)
+        for event in decision.events:
+            click.echo(f"{event.type} {event.reason}: {event.message}", err=True)
+        status = decision.status
+        if status.get("phase") in TERMINAL:
+            break
+        time.sleep(5)
+    click.echo(f"{owner.name}: {status.get('phase')}: {status.get('message', '')}")
+    if status.get("phase") != "Succeeded":
+        raise UserError(f"run {owner.name} failed: {status.get('message', '')}")
+
+
+def _age(timestamp: str | None) -> str:
+    if not timestamp:
+        return ""
+    import calendar
+
+    seconds = int(time.time() - calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+    """Table rows of FineTunes, like the CRD's printer columns plus the before → after accuracy."""
+    rows = [["NAME", "PHASE", "NODES", "PROGRESS", "ACCURACY", "ENDPOINT", "AGE"]]
+    for item in items:
+        st = item.get("status") or {}
+        acc = st.get("accuracy") or {}
+        accuracy = " → ".join(f"{acc[k]:.2f}%" for k in ("base", "finetuned") if k in acc)
+        rows.append(
+            [
+                item["metadata"]["name"],
+                st.get("phase", ""),
+                str((item.get("spec") or {}).get("nodes", "")),
+                st.get("progress", ""),
+                accuracy,
+                st.get("endpoint", ""),
+                _age(item["metadata"].get("creationTimestamp")),
+            ]
+        )
+    return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@NAMESPACE_OPTION
+@click.option("-w", "--watch", is_flag=True, help="Refresh every few seconds until interrupted.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--context", help="kubeconfig context.")
+def status(
+    name: str | None, namespace: str | None, watch: bool, interval: float, context: str | None
+) -> None:
+    """Show FineTunes (all in the namespace, or NAME with its conditions)."""
+    kube = _kube(context)
+    ns = _namespace(namespace)
+    while True:
+        if name:
+            item = _api_call(
+                f"reading FineTune {ns}/{name}", kube.get, names.API_VERSION, names.KIND, ns, name
+            )
+            if item is None:
+                raise UserError(f"FineTune {ns}/{name} not found")
+            text = format_table(status_rows([item]))
+            st = item.get("status") or {}
+            if st.get("message"):
+                text += f"\n\nmessage: {st['message']}"
+            for cond in st.get("conditions", []):
+                why = f"({cond.get('reason', '')}): {cond.get('message', '')}"
+                text += f"\n  {cond['type']}={cond['status']} {why}"
+        else:
+            items = _api_call(f"listing FineTunes in {ns}", kube.list, names.API_VERSION, names.KIND, ns)
+            text = format_table(status_rows(items)) if items else f"no FineTunes in namespace {ns}"
+        click.echo(text)
+        if not watch:
+            return
+        time.sleep(interval)
+        click.echo()
+
+
+@click.command("logs")
+@click.argument("name")
+@NAMESPACE_OPTION
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the pod ends.")
+@click.option("--replica", default="master", show_default=True, help="master, or worker-N (0-based).")
+@click.option("--context", help="kubeconfig context.")
+def logs(name: str, namespace: str | None, follow: bool, replica: str, context: str | None) -> None:
+    """Print the training logs of one replica of run NAME."""
+    import re
+
+    if not re.fullmatch(r"master|worker-\d+", replica):
+        raise UserError(f"--replica {replica!r}: expected master or worker-N")
+    pod = f"{names.job_name(name)}-{replica}" + ("-0" if replica == "master" else "")
+    kube = _kube(context)
+    ns = _namespace(namespace)
+    stream = _api_call(f"reading logs of pod {ns}/{pod}", kube.logs, ns, pod, "pytorch", follow)
+    for chunk in stream:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+
+@click.command("delete")
+@click.argument("name")
+@NAMESPACE_OPTION
+@click.option("--context", help="kubeconfig context.")
+def delete(name: str, namespace: str | None, context: str | None) -> None:
+    """Delete run NAME; its PyTorchJob, servers and Jobs go with it (ownerReferences)."""
+    kube = _kube(context)
+    ns = _namespace(namespace)
+    if not _api_call(f"deleting FineTune {ns}/{name}", kube.delete, names.API_VERSION, names.KIND, ns, name):
+        raise UserError(f"FineTune {ns}/{name} not found")
+    click.echo(f"finetune.okvqa.dev/{name} deleted")
+
+
+@click.command("render")
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", help="Run name (default: metadata.name or the file name).")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@SET_OPTION
+@click.option(
+    "--finetune", "finetune_only", is_flag=True, help="Only the FineTune object (GitOps with operator)."
+)
+def render(
+    spec_file: Path, name: str | None, namespace: str, overrides: tuple[str, ...], finetune_only: bool
+) -> None:
+    """Print the manifests of a run for kubectl/GitOps: ConfigMap, PyTorchJob, servers, evaluation Job."""
+    from okvqa_k8s.kube.render import Owner, render_children, render_finetune, to_yaml
+    from okvqa_k8s.spec import load_spec
+
+    spec = load_spec(spec_file, list(overrides))
+    owner = Owner(_run_name(spec_file, name), namespace)
+    objs = [render_finetune(spec, owner)] if finetune_only else render_children(spec, owner)
+    click.echo(to_yaml(objs), nl=False)
+
+
+@click.command("crd")
+@click.option("--check", is_flag=True, help="Exit non-zero when the checked-in CRD differs from the spec.")
+def crd(check: bool) -> None:
+    """Print the FineTune CRD generated from the spec (or --check the chart's copy for drift)."""
+    from okvqa_k8s.kube.crd import crd_yaml, drift
+
+    if check:
+        problem = drift()
+        if problem:
+            raise UserError(problem)
+        click.echo("CRD is up to date")
+        return
+    click.echo(crd_yaml(), nl=False)
+
+
+@click.command("operator")
+@click.option("-n", "--namespace", default=None, help="Watch only this namespace.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (the default without -n).")
+@click.option("--resync", default=15.0, show_default=True, help="Seconds between full reconciles (progress).")
+@click.option("--liveness-port", default=8080, show_default=True, help="Port of /healthz (0 disables it).")
+@click.option("--context", help="kubeconfig context (default: in-cluster service account, else kubeconfig).")
+def operator(
+    namespace: str | None, all_namespaces: bool, resync: float, liveness_port: int, context: str | None
+) -> None:
+    """Run the FineTune operator in this process (kopf, standalone)."""
+    import logging
+
+    from okvqa_k8s.kube.operator import run_operator
+
+    if namespace and all_namespaces:
+        raise UserError("--namespace and --all-namespaces are exclusive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
+    run_operator(_kube(context), namespace=namespace, resync_seconds=resync, liveness=liveness)
+
+
+@click.group("sync", hidden=True)
+def sync() -> None:
+    """In-pod copies between storage and a directory (used by init containers and the eval Job)."""
+
+
+@sync.command("pull")
+@click.argument("uri")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", default=8, show_default=True)
+def pull(uri: str, dest: Path, workers: int) -> None:
+    """Copy URI (s3:// or a directory) into DEST; only changed files move."""
+    from okvqa_k8s import storage
+
+    count = storage.sync_down(uri, dest, workers=workers)
+    click.echo(f"{count} files pulled from {uri} to {dest}")
+
+
+@sync.command("push")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("uri")
+@click.option("--workers", default=8, show_default=True)
+def push(src: Path, uri: str, workers: int) -> None:
+    """Copy directory SRC to URI; only changed files move."""
+    from okvqa_k8s import storage
+
+    count = storage.sync_up(src, uri, workers=workers)
+    click.echo(f"{count} files pushed from {src} to {uri}")
+
+
+COMMANDS = [submit, status, logs, delete, render, crd, operator, sync]

@@ -1,0 +1,343 @@
+"""The reconcile decision: (FineTune spec + status, observed children) → actions, new status, events.
+
+Pure and level-triggered: it looks only at what exists now, never at which event woke it, so a repeated
+event or an operator restart decides the same thing and creates nothing twice. The kopf handlers only
+gather `Observed`, apply the actions and patch the status (operator.py).
+
+Phases: Pending (PyTorchJob created, pods not running) → Training → Serving (Deployments becoming
+available) → Evaluating (Jobs scoring the endpoints) → Succeeded; Failed from anywhere, with a reason.
+The ConfigMap written at the start records the *accepted* spec; a later spec edit is refused with a
+`SpecAccepted=False` condition and the run carries on with the accepted one (no silent restarts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.kube import names
+from okvqa_k8s.kube.render import (
+    SPEC_FILE,
+    Owner,
+    endpoint_url,
+    model_uri,
+    render_configmap,
+    render_eval_job,
+    render_pytorchjob,
+    render_server,
+    result_uri,
+    spec_hash,
+    variants,
+)
+from okvqa_k8s.spec import FineTuneSpec, parse_spec
+
+PENDING, TRAINING, SERVING, EVALUATING, SUCCEEDED, FAILED = (
+    "Pending",
+    "Training",
+    "Serving",
+    "Evaluating",
+    "Succeeded",
+    "Failed",
+)
+TERMINAL = (SUCCEEDED, FAILED)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What exists now: children by variant (`finetuned`/`base`) and files read from the run's storage.
+
+    `eval_results` holds results.json per variant, read only once the evaluation Job has completed, so
+    a stale result left in storage by an earlier run can never finish this one.
+    """
+
+    configmap: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None
+    deployments: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    services: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    eval_job: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+    checkpoint_uri: str | None = None
+    eval_results: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Create:
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    actions: list[Create | Delete] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+def set_condition(
+    status: dict[str, Any],
+    ctype: str,
+    value: bool,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> None:
+    """Upsert a condition; lastTransitionTime moves only when the status flips (Kubernetes convention)."""
+    conditions = [dict(c) for c in status.get("conditions", [])]
+    text = "True" if value else "False"
+    old = next((c for c in conditions if c.get("type") == ctype), None)
+    new = {"type": ctype, "status": text, "reason": reason, "message": message}
+    new["lastTransitionTime"] = old["lastTransitionTime"] if old and old.get("status") == text else now
+    if generation is not None:
+        new["observedGeneration"] = generation
+    conditions = [new if c is old else c for c in conditions] if old else [*conditions, new]
+    status["conditions"] = conditions
+
+
+def condition_true(obj: Mapping[str, Any] | None, ctype: str) -> dict[str, Any] | None:
+    """The `ctype` condition of an object's status when it is True (PyTorchJob, Job, Deployment alike)."""
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _condition_false(obj: Mapping[str, Any] | None, ctype: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype and cond.get("status") == "False":
+            return cond
+    return None
+
+
+def _available(deployment: Mapping[str, Any]) -> bool:
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    return int((deployment.get("status") or {}).get("availableReplicas") or 0) >= wanted
+
+
+def fail(status: dict[str, Any], reason: str, message: str, now: str, generation: int | None) -> Decision:
+    """Move to Failed with a reason (also used by the operator when the API refuses an object)."""
+    new = dict(status)
+    new.update(phase=FAILED, reason=reason, message=message)
+    set_condition(new, "Ready", False, reason, message, now, generation)
+    events = [] if status.get("phase") == FAILED else [Event("Warning", reason, message)]
+    return Decision(status=new, events=events)
+
+
+def _accepted_spec(configmap: Mapping[str, Any] | None) -> FineTuneSpec | None:
+    if not configmap:
+        return None
+    text = (configmap.get("data") or {}).get(SPEC_FILE, "")
+    try:
+        return parse_spec(yaml.safe_load(text), source=f"ConfigMap {configmap['metadata']['name']}")
+    except (UserError, yaml.YAMLError):
+        return None
+
+
+def decide(
+    owner: Owner,
+    spec_doc: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    observed: Observed,
+    now: str,
+    generation: int | None = None,
+) -> Decision:
+    """The whole reconcile decision for one FineTune. `now` is passed in so the function stays pure."""
+    old = dict(status or {})
+    st: dict[str, Any] = {k: v for k, v in old.items()}
+    if generation is not None:
+        st["observedGeneration"] = generation
+
+    current: FineTuneSpec | None = None
+    problem = ""
+    try:
+        current = parse_spec(dict(spec_doc), source="spec")
+    except UserError as exc:
+        problem = str(exc).replace("\n", "; ")
+
+    accepted = _accepted_spec(observed.configmap)
+    fresh = accepted is None
+    if fresh and old.get("phase") == FAILED and old.get("reason") == "InvalidSpec":
+        st.pop("phase")  # nothing was created: a corrected spec simply starts the run
+    if fresh:
+        accepted = current
+    if accepted is None:
+        set_condition(st, "SpecAccepted", False, "InvalidSpec", problem, now, generation)
+        return _finish(old, fail(st, "InvalidSpec", problem, now, generation))
+
+    decision = Decision(status=st)
+    _spec_condition(decision, old, current, accepted, problem, now, generation)
+    if old.get("phase") in TERMINAL and st.get("phase") in TERMINAL:
+        return _finish(old, decision)
+
+    st["specHash"] = spec_hash(accepted)
+    st["jobName"] = names.job_name(owner.name)
+    if observed.configmap is None:
+        decision.actions.append(Create(render_configmap(accepted, owner)))
+    _progress(st, observed)
+
+    job = observed.job
+    if job is None:
+        if old.get("phase") in (PENDING, TRAINING, SERVING, EVALUATING) and old.get("jobName"):
+            msg = f"PyTorchJob {st['jobName']} disappeared; delete and resubmit the FineTune to train again"
+            return _finish(old, fail(st, "JobDeleted", msg, now, generation))
+        decision.actions.append(Create(render_pytorchjob(accepted, owner)))
+        _phase(st, PENDING, "JobCreated", f"created PyTorchJob {st['jobName']}; waiting for its pods")
+        set_condition(st, "Trained", False, "Pending", "PyTorchJob created", now, generation)
+        return _finish(old, decision)
+
+    if failed := condition_true(job, "Failed"):
+        msg = f"PyTorchJob {st['jobName']} failed: {failed.get('reason', '')}: {failed.get('message', '')}"
+        set_condition(st, "Trained", False, "JobFailed", msg, now, generation)
+        return _finish(old, fail(st, "TrainingFailed", msg, now, generation))
+    if not condition_true(job, "Succeeded"):
+        if condition_true(job, "Running") or condition_true(job, "Restarting"):
+            _phase(st, TRAINING, "JobRunning", f"PyTorchJob {st['jobName']} is running")
+            set_condition(st, "Trained", False, "Running", "training in progress", now, generation)
+        else:
+            _phase(st, PENDING, "JobCreated", f"waiting for the pods of PyTorchJob {st['jobName']}")
+        return _finish(old, decision)
+
+    st["modelUri"] = model_uri(accepted)
+    set_condition(st, "Trained", True, "JobSucceeded", f"merged model at {st['modelUri']}", now, generation)
+    if not accepted.inference.enabled:
+        _phase(st, SUCCEEDED, "Trained", "training succeeded (inference disabled)")
+        set_condition(st, "Ready", True, "Trained", "training succeeded", now, generation)
+        return _finish(old, decision)
+    _serve_and_evaluate(decision, owner, accepted, observed, now, generation)
+    return _finish(old, decision)
+
+
+def _spec_condition(
+    decision: Decision,
+    old: Mapping[str, Any],
+    current: FineTuneSpec | None,
+    accepted: FineTuneSpec,
+    problem: str,
+    now: str,
+    generation: int | None,
+) -> None:
+    st = decision.status
+    if current is not None and spec_hash(current) == spec_hash(accepted):
+        set_condition(st, "SpecAccepted", True, "Accepted", "the run uses this spec", now, generation)
+        return
+    reason = "InvalidSpec" if current is None else "ChangeRefused"
+    msg = (problem + "; " if problem else "") + (
+        "the spec changed after the run started; it keeps the accepted spec (no silent restart). "
+        "Revert the change, or delete and resubmit the FineTune to run the new spec"
+    )
+    was = next((c for c in old.get("conditions", []) if c.get("type") == "SpecAccepted"), None)
+    if not was or was.get("status") != "False" or was.get("reason") != reason:
+        decision.events.append(Event("Warning", "SpecChangeRefused", msg))
+    set_condition(st, "SpecAccepted", False, reason, msg, now, generation)
+
+
+def _progress(st: dict[str, Any], observed: Observed) -> None:
+    progress = observed.progress or {}
+    if "step" in progress and progress.get("total_steps"):
+        st["progress"] = f"{int(progress['step'])}/{int(progress['total_steps'])}"
+        if isinstance(progress.get("loss"), int | float):
+            st["loss"] = float(progress["loss"])
+    if observed.checkpoint_uri:
+        st["checkpointUri"] = observed.checkpoint_uri
+
+
+def _phase(st: dict[str, Any], phase: str, reason: str, message: str) -> None:
+    st.update(phase=phase, reason=reason, message=message)
+
+
+def _serve_and_evaluate(
+    decision: Decision, owner: Owner, spec: FineTuneSpec, observed: Observed, now: str, generation: int | None
+) -> None:
+    st = decision.status
+    wanted = variants(spec)
+    waiting = []
+    for variant in wanted:
+        deployment, service = render_server(spec, owner, variant)
+        if variant not in observed.deployments:
+            decision.actions.append(Create(deployment))
+            waiting.append(deployment["metadata"]["name"])
+        else:
+            stuck = _condition_false(observed.deployments[variant], "Progressing")
+            if stuck and stuck.get("reason") == "ProgressDeadlineExceeded":
+                msg = f"Deployment {deployment['metadata']['name']}: {stuck.get('message', 'not available')}"
+                _absorb(decision, fail(st, "ServingFailed", msg, now, generation))
+                return
+            if not _available(observed.deployments[variant]):
+                waiting.append(deployment["metadata"]["name"])
+        if variant not in observed.services:
+            decision.actions.append(Create(service))
+    if waiting:
+        _phase(st, SERVING, "WaitingForServer", f"waiting for {', '.join(waiting)} to become available")
+        return
+    st["endpoint"] = endpoint_url(spec, owner)
+    set_condition(st, "Served", True, "Available", f"serving at {st['endpoint']}/v1", now, generation)
+    if not spec.evaluation.enabled:
+        _phase(st, SUCCEEDED, "Serving", f"model served at {st['endpoint']}")
+        set_condition(st, "Ready", True, "Serving", "trained and serving", now, generation)
+        return
+
+    job = observed.eval_job
+    rendered = render_eval_job(spec, owner)
+    job_name = rendered["metadata"]["name"]
+    if job is None:
+        decision.actions.append(Create(rendered))
+        _phase(st, EVALUATING, "Evaluating", f"created Job {job_name}")
+        return
+    if failed := condition_true(job, "Failed"):
+        why = failed.get("message") or failed.get("reason", "")
+        _absorb(decision, fail(st, "EvaluationFailed", f"Job {job_name} failed: {why}", now, generation))
+        return
+    if not condition_true(job, "Complete"):
+        _phase(st, EVALUATING, "Evaluating", f"waiting for Job {job_name}")
+        return
+    accuracy = {}
+    for variant in wanted:
+        result = observed.eval_results.get(variant) or {}
+        if not isinstance(result.get("overall"), int | float):
+            msg = f"Job {job_name} completed but {result_uri(spec, variant)} has no 'overall' accuracy"
+            _absorb(decision, fail(st, "EvaluationFailed", msg, now, generation))
+            return
+        accuracy[variant] = round(float(result["overall"]), 2)
+    st["accuracy"] = accuracy
+    if "base" in wanted:
+        # The base model was only needed for the "before" score: give its GPU back.
+        decision.actions += [
+            Delete("apps/v1", "Deployment", names.server_name(owner.name, "base")),
+            Delete("v1", "Service", names.server_name(owner.name, "base")),
+        ]
+    summary = ", ".join(f"{k} {v:.2f}%" for k, v in sorted(accuracy.items()))
+    _phase(st, SUCCEEDED, "Evaluated", f"VQA accuracy: {summary}; serving at {st['endpoint']}")
+    set_condition(st, "Evaluated", True, "Complete", summary, now, generation)
+    set_condition(st, "Ready", True, "Evaluated", "trained, evaluated and serving", now, generation)
+
+
+def _absorb(decision: Decision, failure: Decision) -> None:
+    """A failed run creates nothing more: drop the actions decided so far, take the failure's status."""
+    decision.actions.clear()
+    decision.status = failure.status
+    decision.events += failure.events
+
+
+def _finish(old: Mapping[str, Any], decision: Decision) -> Decision:
+    """One event per phase transition, so `kubectl describe` tells the run's story once."""
+    new_phase = decision.status.get("phase")
+    if new_phase and new_phase != old.get("phase") and new_phase != FAILED:
+        decision.events.append(Event("Normal", new_phase, decision.status.get("message", new_phase)))
+    return decision

@@ -1,0 +1,28 @@
+"""The exact API permissions the operator uses, as data: the chart's ClusterRole mirrors these rules and a
+test compares the two, so least privilege is checked rather than hoped for.
+
+Derived from what operator.py and client.py do: watch + read FineTunes and write only their status;
+create/read/delete the children it owns; post Events. kopf's cluster scanning is disabled, so no
+namespace or CRD listing is needed.
+No Secrets and no Pods: storage credentials come from the operator's own environment.
+"""
+
+from __future__ import annotations
+
+from okvqa_k8s.kube import names
+
+READ = ["get", "list", "watch"]
+
+OPERATOR_RULES: list[dict[str, list[str]]] = [
+    {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": READ},
+    {
+        "apiGroups": [names.GROUP],
+        "resources": [f"{names.PLURAL}/status"],
+        "verbs": ["get", "update", "patch"],
+    },
+    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": [*READ, "create", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*READ, "create", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]

@@ -1,0 +1,91 @@
+"""Checkpoints through storage when every node has its own local disk.
+
+DeepSpeed writes, per checkpoint tag, one `zero_pp_rank_<r>_*` file per rank (its ZeRO shard) plus, under
+ZeRO-1/2, `mp_rank_00_model_states.pt` from global rank 0. With node-local scratch each node therefore
+holds only its own ranks' shards, so each node uploads what it has into the same checkpoint prefix and then
+writes its own marker `_COMPLETE.node-<i>`; a checkpoint counts only when every node's marker is there.
+On restart each node downloads the shared files and its own ranks' shards, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from okvqa_k8s.progress import bar
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+_RANK_FILE = re.compile(r"^zero_pp_rank_(\d+)_")
+_STEP = re.compile(r"^checkpoint-(\d+)$")
+
+
+def tag_for(step: int) -> str:
+    return f"checkpoint-{step}"
+
+
+def step_of(tag: str) -> int:
+    match = _STEP.match(tag)
+    if not match:
+        raise ValueError(f"not a checkpoint tag: {tag!r}")
+    return int(match.group(1))
+
+
+def node_markers(nnodes: int) -> tuple[str, ...]:
+    return tuple(f"_COMPLETE.node-{i}" for i in range(nnodes))
+
+
+def files_for_node(names: Iterable[str], ranks: range) -> list[str]:
+    """The checkpoint files one node needs: shared files plus the shards of its own ranks, no markers."""
+    keep = []
+    for name in names:
+        if name.startswith("_COMPLETE") or name.startswith(".okvqa"):
+            continue
+        match = _RANK_FILE.match(Path(name).name)
+        if match and int(match.group(1)) not in ranks:
+            continue
+        keep.append(name)
+    return sorted(keep)
+
+
+def checkpoints_to_prune(tags: Iterable[str], keep: int) -> list[str]:
+    """All but the newest `keep` checkpoint tags (by step)."""
+    ordered = sorted((t for t in tags if _STEP.match(t)), key=step_of)
+    return ordered[:-keep] if keep > 0 else ordered
+
+
+def upload_node_checkpoint(local_dir: Path, uri: str, node_rank: int) -> int:
+    """Upload this node's files of one checkpoint, then its marker (so the marker implies the files)."""
+    from okvqa_k8s.storage import mark_complete, sync_up
+
+    sent = sync_up(local_dir, uri)
+    mark_complete(uri, name=f"_COMPLETE.node-{node_rank}", payload={"node": node_rank})
+    return sent
+
+
+def download_node_checkpoint(uri: str, local_dir: Path, ranks: range) -> list[str]:
+    """Fetch what this node's ranks need of a checkpoint into `local_dir` (existing files are replaced)."""
+    from okvqa_k8s.storage import download_file, join, list_objects
+
+    names = files_for_node(list_objects(uri), ranks)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    for name in bar(names, desc=f"resume {local_dir.name}", unit="file"):
+        download_file(join(uri, name), local_dir / name)
+    return names
+
+
+def prune_local(root: Path, keep: int) -> None:
+    if not root.is_dir():
+        return
+    for tag in checkpoints_to_prune((p.name for p in root.iterdir() if p.is_dir()), keep):
+        shutil.rmtree(root / tag, ignore_errors=True)
+
+
+def prune_remote(prefix_uri: str, complete: list[str], keep: int) -> None:
+    """Delete old *complete* checkpoints only: an incomplete newer one must never be all that is left."""
+    from okvqa_k8s.storage import delete_prefix, join
+
+    for tag in checkpoints_to_prune(complete, keep):
+        delete_prefix(join(prefix_uri, tag))

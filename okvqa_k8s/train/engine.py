@@ -1,0 +1,58 @@
+"""Model + LoRA + optimiser + schedule → a DeepSpeed engine; shared by the trainer and the benchmark.
+
+The optimiser is ours (AdamW over the two learning-rate groups) unless the DeepSpeed JSON brings its own;
+the schedule is HF's (`get_scheduler`), handed to DeepSpeed as a factory so it wraps whichever optimiser
+DeepSpeed ends up stepping.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from okvqa_k8s.spec import FineTuneSpec
+from okvqa_k8s.train.ds_config import fill_auto
+
+
+def make_engine(
+    model: Any, spec: FineTuneSpec, raw_ds_config: dict[str, Any], *, world_size: int, total_steps: int
+) -> tuple[Any, Any]:
+    """(DeepSpeed engine, peft model) for `model`, trained as `spec` says."""
+    import deepspeed
+    import torch
+    from transformers import get_scheduler
+
+    from okvqa_k8s.train.model import apply_lora, parameter_groups
+
+    t = spec.training
+    hidden = model.config.text_config.hidden_size
+    peft_model = apply_lora(model, spec.lora, gradient_checkpointing=t.gradient_checkpointing)
+    groups = parameter_groups(peft_model, t)
+    ds_config = fill_auto(
+        raw_ds_config,
+        micro_batch=t.per_device_batch_size,
+        grad_accum=t.gradient_accumulation_steps,
+        world_size=world_size,
+        dtype=spec.model.dtype,
+        hidden_size=hidden,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+    )
+    warmup = math.ceil(t.warmup_ratio * total_steps)
+
+    def scheduler(optimizer: Any) -> Any:
+        return get_scheduler(
+            t.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+        )
+
+    own_optimizer = "optimizer" not in ds_config
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8) if own_optimizer else None
+    engine, _, _, _ = deepspeed.initialize(
+        model=peft_model,
+        optimizer=optimizer,
+        model_parameters=None if own_optimizer else groups,
+        lr_scheduler=scheduler,
+        config=ds_config,
+        dist_init_required=False,
+    )
+    return engine, peft_model

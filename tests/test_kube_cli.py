@@ -1,0 +1,98 @@
+"""The kube CLI commands that need no cluster: render, submit --dry-run, crd, argument errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.kube.cli import COMMANDS, format_table, status_rows
+
+SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/runs/x", "nodes": 2}
+
+
+def run(args: list[str], **kwargs: object):
+    group = click.Group(commands={c.name: c for c in COMMANDS})
+    return CliRunner().invoke(group, args, catch_exceptions=False, **kwargs)
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "My_Run.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    return path
+
+
+def test_every_command_has_help() -> None:
+    for command in COMMANDS:
+        assert run([command.name, "--help"]).exit_code == 0
+
+
+def test_render_prints_every_child_without_owner(spec_file: Path) -> None:
+    out = run(["render", str(spec_file), "-n", "ml", "--set", "training.maxSteps=5"])
+    docs = list(yaml.safe_load_all(out.output))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "PyTorchJob", "Deployment", "Service", "Deployment",
+                                         "Service", "Job"]  # fmt: skip
+    assert docs[1]["metadata"]["name"] == "my-run"  # the file name, made DNS-safe
+    assert "maxSteps: 5" in docs[0]["data"]["spec.yaml"]
+    assert all(d["metadata"]["namespace"] == "ml" for d in docs)
+    finetune = yaml.safe_load(run(["render", str(spec_file), "--finetune", "--name", "abc"]).output)
+    assert finetune["kind"] == "FineTune" and finetune["metadata"]["name"] == "abc"
+
+
+def test_submit_dry_run_prints_finetune_and_children(spec_file: Path) -> None:
+    out = run(["submit", str(spec_file), "--dry-run", "--name", "dry", "-n", "ns"])
+    docs = [d for d in yaml.safe_load_all(out.output) if d]
+    assert docs[0]["kind"] == "FineTune" and docs[0]["spec"]["nodes"] == 2
+    assert {d["kind"] for d in docs[1:]} == {"ConfigMap", "PyTorchJob", "Deployment", "Service", "Job"}
+
+
+def test_bad_spec_reports_every_field_before_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPEC, "nodes": 0, "lora": {"r": -1}, "noodes": 1}))
+    with pytest.raises(UserError) as info:
+        run(["submit", str(bad), "--dry-run"])
+    message = str(info.value)
+    assert "nodes" in message and "lora.r" in message and "noodes" in message
+    assert len(message.splitlines()) == 3
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "-x", "a" * 41, "9lives"])
+def test_bad_run_names_are_refused(spec_file: Path, name: str) -> None:
+    with pytest.raises(UserError, match="DNS-1035"):
+        run(["submit", str(spec_file), "--dry-run", "--name", name])
+
+
+def test_local_paths_cannot_go_to_a_cluster(tmp_path: Path) -> None:
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump({"dataset": {"uri": str(tmp_path)}, "outputUri": str(tmp_path / "o")}))
+    with pytest.raises(UserError, match="--local"):
+        run(["submit", str(local)])
+
+
+def test_crd_command_prints_and_checks() -> None:
+    out = run(["crd"])
+    assert yaml.safe_load(out.output.split("\n", 2)[2])["kind"] == "CustomResourceDefinition"
+    assert run(["crd", "--check"]).output.strip() == "CRD is up to date"
+
+
+def test_logs_replica_is_validated() -> None:
+    with pytest.raises(UserError, match="master or worker-N"):
+        run(["logs", "x", "--replica", "chief"])
+
+
+def test_status_table() -> None:
+    items = [
+        {"metadata": {"name": "a"}, "spec": {"nodes": 2},
+         "status": {"phase": "Succeeded", "progress": "10/10", "accuracy": {"base": 30.0, "finetuned": 61.5},
+                    "endpoint": "http://a-serve.ns.svc:8000"}},
+        {"metadata": {"name": "bb"}, "spec": {"nodes": 1}},
+    ]  # fmt: skip
+    lines = format_table(status_rows(items)).splitlines()
+    assert lines[0].split() == ["NAME", "PHASE", "NODES", "PROGRESS", "ACCURACY", "ENDPOINT", "AGE"]
+    assert "30.00% → 61.50%" in lines[1] and "10/10" in lines[1]
+    assert lines[2].split() == ["bb", "1"]

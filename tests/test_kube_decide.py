@@ -1,0 +1,310 @@
+"""The reconcile decision, table-driven: (spec, status, observed children) → actions, phase, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from okvqa_k8s.kube.decide import Create, Delete, Observed, decide, fail
+from okvqa_k8s.kube.render import Owner, render_configmap, render_eval_job, render_pytorchjob, render_server
+from okvqa_k8s.spec import parse_spec
+
+OWNER = Owner("run", "ns", "uid-1")
+NOW = "2025-01-01T00:00:00Z"
+SPEC = {"dataset": {"uri": "s3://b/data"}, "outputUri": "s3://b/runs/run"}
+NO_BASE = {**SPEC, "evaluation": {"baseline": False}}
+NO_EVAL = {**SPEC, "evaluation": {"enabled": False}}
+NO_SERVE = {**SPEC, "inference": {"enabled": False}, "evaluation": {"enabled": False}}
+
+
+def with_conditions(obj: dict[str, Any], **conds: str) -> dict[str, Any]:
+    out = {
+        **obj,
+        "status": {
+            "conditions": [{"type": t, "status": "True", "reason": t, "message": m} for t, m in conds.items()]
+        },
+    }
+    return out
+
+
+def children(
+    spec_doc: dict[str, Any],
+    *,
+    job: str | None = None,
+    served: bool | None = None,
+    evals: str | None = None,
+    results: dict[str, float] | None = None,
+) -> Observed:
+    """Observed state of a run whose spec is `spec_doc`: job condition, servers ready?, eval jobs state."""
+    spec = parse_spec(spec_doc)
+    cm = render_configmap(spec, OWNER)
+    pj = render_pytorchjob(spec, OWNER)
+    if job:
+        pj = with_conditions(pj, **{job: f"job {job}"})
+    deployments, services, eval_job = {}, {}, None
+    wanted = ("finetuned", "base") if spec.evaluation.enabled and spec.evaluation.baseline else ("finetuned",)
+    if served is not None:
+        for v in wanted:
+            d, s = render_server(spec, OWNER, v)
+            d["status"] = {"availableReplicas": 1 if served else 0}
+            deployments[v], services[v] = d, s
+    if evals:
+        j = render_eval_job(spec, OWNER)
+        eval_job = with_conditions(j, **{evals: "eval " + evals}) if evals != "running" else j
+    return Observed(
+        configmap=cm,
+        job=pj,
+        deployments=deployments,
+        services=services,
+        eval_job=eval_job,
+        eval_results={k: {"overall": v} for k, v in (results or {}).items()},
+    )
+
+
+@dataclass
+class Case:
+    id: str
+    spec: dict[str, Any]
+    phase: str | None
+    observed: Observed
+    want_phase: str
+    want_actions: list[str] = field(default_factory=list)  # "create Kind/name" | "delete Kind/name"
+    want_events: list[str] = field(default_factory=list)  # reasons
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def describe(action: Create | Delete) -> str:
+    if isinstance(action, Create):
+        return f"create {action.obj['kind']}/{action.obj['metadata']['name']}"
+    return f"delete {action.kind}/{action.name}"
+
+
+CASES = [
+    Case(
+        "new run creates config and job",
+        SPEC,
+        None,
+        Observed(),
+        "Pending",
+        ["create ConfigMap/run-spec", "create PyTorchJob/run"],
+        ["Pending"],
+    ),
+    Case("crash after create: nothing twice", SPEC, None, children(SPEC), "Pending", [], ["Pending"]),
+    Case("job running", SPEC, "Pending", children(SPEC, job="Running"), "Training", [], ["Training"]),
+    Case("operator restart mid-training", SPEC, "Training", children(SPEC, job="Running"), "Training"),
+    Case("job restarting stays training", SPEC, "Training", children(SPEC, job="Restarting"), "Training"),
+    Case("job failed", SPEC, "Training", children(SPEC, job="Failed"), "Failed", [], ["TrainingFailed"]),
+    Case(
+        "job deleted under us",
+        SPEC,
+        "Training",
+        replace(children(SPEC), job=None),
+        "Failed",
+        [],
+        ["JobDeleted"],
+        {"jobName": "run"},
+    ),
+    Case(
+        "trained: serve both models",
+        SPEC,
+        "Training",
+        children(SPEC, job="Succeeded"),
+        "Serving",
+        [
+            "create Deployment/run-serve",
+            "create Service/run-serve",
+            "create Deployment/run-base",
+            "create Service/run-base",
+        ],
+        ["Serving"],
+    ),
+    Case(
+        "trained, no baseline",
+        NO_BASE,
+        "Training",
+        children(NO_BASE, job="Succeeded"),
+        "Serving",
+        ["create Deployment/run-serve", "create Service/run-serve"],
+        ["Serving"],
+    ),
+    Case("servers not ready yet", SPEC, "Serving", children(SPEC, job="Succeeded", served=False), "Serving"),
+    Case(
+        "servers ready: evaluate both",
+        SPEC,
+        "Serving",
+        children(SPEC, job="Succeeded", served=True),
+        "Evaluating",
+        ["create Job/run-eval"],
+        ["Evaluating"],
+    ),
+    Case(
+        "evaluation running",
+        SPEC,
+        "Evaluating",
+        children(SPEC, job="Succeeded", served=True, evals="running"),
+        "Evaluating",
+    ),
+    Case(
+        "evaluated: free the base model",
+        SPEC,
+        "Evaluating",
+        children(
+            SPEC, job="Succeeded", served=True, evals="Complete", results={"finetuned": 61.234, "base": 40}
+        ),
+        "Succeeded",
+        ["delete Deployment/run-base", "delete Service/run-base"],
+        ["Succeeded"],
+    ),
+    Case(
+        "eval complete without result",
+        SPEC,
+        "Evaluating",
+        children(SPEC, job="Succeeded", served=True, evals="Complete"),
+        "Failed",
+        [],
+        ["EvaluationFailed"],
+    ),
+    Case(
+        "eval job failed",
+        SPEC,
+        "Evaluating",
+        children(SPEC, job="Succeeded", served=True, evals="Failed"),
+        "Failed",
+        [],
+        ["EvaluationFailed"],
+    ),
+    Case(
+        "no evaluation: serving is success",
+        NO_EVAL,
+        "Serving",
+        children(NO_EVAL, job="Succeeded", served=True),
+        "Succeeded",
+        [],
+        ["Succeeded"],
+    ),
+    Case(
+        "no inference: trained is success",
+        NO_SERVE,
+        "Training",
+        children(NO_SERVE, job="Succeeded"),
+        "Succeeded",
+        [],
+        ["Succeeded"],
+    ),
+    Case("terminal stays put", SPEC, "Succeeded", children(SPEC, job="Succeeded"), "Succeeded"),
+    Case(
+        "server deleted while serving is recreated",
+        NO_BASE,
+        "Serving",
+        replace(children(NO_BASE, job="Succeeded", served=True), deployments={}),
+        "Serving",
+        ["create Deployment/run-serve"],
+    ),
+    Case(
+        "config map deleted is recreated, job kept",
+        SPEC,
+        "Training",
+        replace(children(SPEC, job="Running"), configmap=None),
+        "Training",
+        ["create ConfigMap/run-spec"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decide(case: Case) -> None:
+    status = {**case.status, **({"phase": case.phase} if case.phase else {})}
+    decision = decide(OWNER, case.spec, status, case.observed, NOW, generation=1)
+    assert decision.status["phase"] == case.want_phase, decision.status.get("message")
+    assert [describe(a) for a in decision.actions] == case.want_actions
+    assert [e.reason for e in decision.events] == case.want_events
+    if case.want_phase == "Failed":
+        assert decision.status["reason"] in case.want_events and decision.status["message"]
+        assert all(e.type == "Warning" for e in decision.events)
+
+
+def test_decision_is_idempotent() -> None:
+    """Applying a decision and deciding again yields no actions and no events (level-triggered)."""
+    observed = children(SPEC, job="Running")
+    first = decide(OWNER, SPEC, {"phase": "Pending"}, observed, NOW, 1)
+    again = decide(OWNER, SPEC, first.status, observed, "2025-01-01T00:05:00Z", 1)
+    assert again.actions == [] and again.events == [] and again.status == first.status
+
+
+def test_success_status_has_accuracy_endpoint_model() -> None:
+    observed = children(
+        SPEC, job="Succeeded", served=True, evals="Complete", results={"finetuned": 61.234, "base": 40.0}
+    )
+    st = decide(OWNER, SPEC, {"phase": "Evaluating"}, observed, NOW, 3).status
+    assert st["accuracy"] == {"finetuned": 61.23, "base": 40.0}
+    assert st["endpoint"] == "http://run-serve.ns.svc:8000"
+    assert st["modelUri"] == "s3://b/runs/run/merged" and st["jobName"] == "run"
+    assert st["observedGeneration"] == 3
+    conds = {c["type"]: c["status"] for c in st["conditions"]}
+    assert conds == {
+        "SpecAccepted": "True",
+        "Trained": "True",
+        "Served": "True",
+        "Evaluated": "True",
+        "Ready": "True",
+    }
+
+
+def test_progress_and_checkpoint_from_storage() -> None:
+    observed = replace(
+        children(SPEC, job="Running"),
+        progress={"step": 7, "total_steps": 40, "loss": 1.25},
+        checkpoint_uri="s3://b/runs/run/checkpoints/checkpoint-5",
+    )
+    st = decide(OWNER, SPEC, {"phase": "Training"}, observed, NOW).status
+    assert st["progress"] == "7/40" and st["loss"] == 1.25
+    assert st["checkpointUri"].endswith("checkpoint-5")
+
+
+def test_spec_change_during_training_is_refused_once_and_run_keeps_accepted_spec() -> None:
+    observed = children(SPEC, job="Running")
+    changed = {**SPEC, "nodes": 4}
+    first = decide(OWNER, changed, {"phase": "Training"}, observed, NOW, 2)
+    assert first.actions == []  # nothing deleted or re-created: no silent restart
+    cond = next(c for c in first.status["conditions"] if c["type"] == "SpecAccepted")
+    assert cond["status"] == "False" and cond["reason"] == "ChangeRefused" and "resubmit" in cond["message"]
+    assert [e.reason for e in first.events] == ["SpecChangeRefused"]
+    assert first.status["specHash"] == decide(OWNER, SPEC, {}, observed, NOW).status["specHash"]
+    second = decide(OWNER, changed, first.status, observed, NOW, 2)
+    assert second.events == []
+    # serving after the refused change uses the accepted spec (1 node), not the edited one
+    done = children(SPEC, job="Succeeded")
+    serving = decide(OWNER, {**SPEC, "inference": {"port": 9999}}, first.status, done, NOW, 3)
+    deployment = next(a.obj for a in serving.actions if a.obj["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 8000
+    # reverting the edit clears the refusal
+    reverted = decide(OWNER, SPEC, first.status, observed, NOW, 4)
+    assert next(c for c in reverted.status["conditions"] if c["type"] == "SpecAccepted")["status"] == "True"
+
+
+def test_invalid_spec_fails_with_every_field_and_recovers_when_fixed() -> None:
+    bad = {**SPEC, "nodes": 0, "lora": {"r": 0}}
+    failed = decide(OWNER, bad, {}, Observed(), NOW)
+    assert failed.status["phase"] == "Failed" and failed.status["reason"] == "InvalidSpec"
+    assert "nodes" in failed.status["message"] and "lora.r" in failed.status["message"]
+    assert failed.actions == []
+    fixed = decide(OWNER, SPEC, failed.status, Observed(), NOW)
+    assert fixed.status["phase"] == "Pending" and len(fixed.actions) == 2
+
+
+def test_condition_transition_time_moves_only_on_flip() -> None:
+    observed = children(SPEC, job="Running")
+    first = decide(OWNER, SPEC, {}, observed, "t1").status
+    second = decide(OWNER, SPEC, first, observed, "t2").status
+    assert {c["type"]: c["lastTransitionTime"] for c in second["conditions"]} == {
+        "SpecAccepted": "t1",
+        "Trained": "t1",
+    }
+
+
+def test_fail_helper_for_refused_objects() -> None:
+    d = fail({"phase": "Training"}, "CreateFailed", "PyTorchJob run: forbidden", NOW, 1)
+    assert d.status["phase"] == "Failed" and [e.type for e in d.events] == ["Warning"]
+    assert fail(d.status, "CreateFailed", "again", NOW, 1).events == []

@@ -1,0 +1,109 @@
+"""The local executor's environment contract and path mapping (pure parts); the full run is `slow`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from okvqa_k8s.kube.render import Owner, render_pytorchjob
+from okvqa_k8s.local import container_env, localize, operator_env
+from okvqa_k8s.spec import parse_spec
+
+SPEC = {"dataset": {"uri": "/data/ds"}, "outputUri": "/data/out", "nodes": 3, "nprocPerNode": 2}
+
+
+def test_operator_env_matches_training_operator_contract() -> None:
+    job = render_pytorchjob(parse_spec(SPEC), Owner("run"))
+    master = operator_env(job, "Master", 0, "run-master-0")
+    assert master == {
+        "PYTHONUNBUFFERED": "1",
+        "MASTER_PORT": "23456",
+        "PET_MASTER_PORT": "23456",
+        "MASTER_ADDR": "run-master-0",
+        "PET_MASTER_ADDR": "run-master-0",
+        "WORLD_SIZE": "6",
+        "RANK": "0",
+        "PET_NODE_RANK": "0",
+        "PET_NNODES": "3",
+        "PET_NPROC_PER_NODE": "2",
+    }
+    worker1 = operator_env(job, "Worker", 1, "run-master-0")
+    assert worker1["RANK"] == worker1["PET_NODE_RANK"] == "2"
+    assert worker1["WORLD_SIZE"] == "6" and worker1["PET_NNODES"] == "3"
+
+
+def test_container_env_resolves_secret_refs_from_host_only_when_set() -> None:
+    container = {
+        "env": [
+            {"name": "A", "value": "1"},
+            {
+                "name": "AWS_ACCESS_KEY_ID",
+                "valueFrom": {"secretKeyRef": {"name": "s", "key": "AWS_ACCESS_KEY_ID"}},
+            },
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "x"}}},
+        ]
+    }
+    env = container_env(container, {"AWS_ACCESS_KEY_ID": "AKIA-local"})
+    assert env == {"A": "1", "AWS_ACCESS_KEY_ID": "AKIA-local"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/scratch", "/tmp/w/node-0"),
+        ("/scratch/hf-home", "/tmp/w/node-0/hf-home"),
+        ("/scratchy", "/scratchy"),
+        ("/etc/okvqa/spec.yaml", "/tmp/w/config/spec.yaml"),
+        ("http://run-serve.local.svc:8000", "http://127.0.0.1:4321"),
+        ("train", "train"),
+    ],
+)
+def test_localize(value: str, expected: str) -> None:
+    mounts = {
+        "/scratch": "/tmp/w/node-0",
+        "/etc/okvqa": "/tmp/w/config",
+        "http://run-serve.local.svc:8000": "http://127.0.0.1:4321",
+    }
+    assert localize(value, mounts) == expected
+
+
+@pytest.mark.slow
+def test_submit_local_runs_rendered_job_then_serves_and_evaluates(
+    tmp_path: Path, prepared_dataset: Path
+) -> None:
+    """The whole run on this machine: 2 "nodes" × 1 process of the rendered PyTorchJob, serve, evaluate."""
+    from okvqa_k8s.local import run_local
+    from okvqa_k8s.train.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny-llava")
+    doc = {
+        "model": {"name": str(model), "dtype": "fp32", "attention": "eager"},
+        "dataset": {"uri": str(prepared_dataset)},
+        "outputUri": str(tmp_path / "out"),
+        "nodes": 2,
+        "nprocPerNode": 1,
+        "gpusPerNode": 0,
+        "training": {
+            "maxSteps": 2,
+            "perDeviceBatchSize": 2,
+            "deepspeed": "zero2",
+            "saveSteps": 1,
+            "reportTo": "none",
+            "dataloaderWorkers": 0,
+            "maxLength": 256,
+        },
+        "inference": {"gpus": 0},
+        "evaluation": {"maxQuestions": 8, "concurrency": 2},
+    }
+    spec = parse_spec(doc)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    lines: list[str] = []
+    status = run_local(spec, "tiny", tmp_path / "runs", echo=lines.append, poll_seconds=0.5)
+    assert status["phase"] == "Succeeded", (status, lines)
+    assert set(status["accuracy"]) == {"base", "finetuned"}
+    assert all(0.0 <= v <= 100.0 for v in status["accuracy"].values())
+    assert (tmp_path / "out" / "merged").is_dir() and (tmp_path / "out" / "eval" / "compare.json").is_file()
+    # each replica ran with its own node scratch
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "scratch").iterdir()) == ["node-0", "node-1"]

@@ -1,0 +1,314 @@
+"""Rendered objects validate against the PyTorchJob CRD schema and the Kubernetes OpenAPI schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from okvqa_k8s.kube import names
+from okvqa_k8s.kube.render import (
+    Owner,
+    render_children,
+    render_configmap,
+    render_eval_job,
+    render_finetune,
+    render_pytorchjob,
+    render_server,
+    result_uri,
+    to_yaml,
+)
+from okvqa_k8s.spec import parse_spec
+
+K8S_VERSION = "1.34.0"
+OWNER = Owner("llava-other", "ml", "0d9b7c2e-1111-2222-3333-444455556666")
+BASE = {
+    "dataset": {"uri": "s3://okvqa/datasets/other"},
+    "outputUri": "s3://okvqa/runs/llava-other",
+    "storage": {"endpoint": "http://minio.okvqa:9000", "credentialsSecret": "okvqa-s3"},
+}
+VARIANTS = {
+    "default-1-node": {},
+    "3-nodes-tolerations": {
+        "nodes": 3,
+        "nprocPerNode": 4,
+        "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": {"requests": {"cpu": "16", "memory": "200Gi"}, "limits": {"memory": "240Gi"}},
+    },
+    "cpu-vllm-s3-base": {
+        "nodes": 2,
+        "nprocPerNode": 2,
+        "gpusPerNode": 0,
+        "model": {"name": "s3://okvqa/models/llava-1.5-7b-hf"},
+        "inference": {"engine": "vllm", "gpus": 0, "replicas": 2},
+        "evaluation": {"maxQuestions": 50},
+    },
+    "no-eval-no-secret": {"evaluation": {"enabled": False}, "storage": {}},
+}
+
+
+def _spec(name: str):
+    return parse_spec({**BASE, **VARIANTS[name]})
+
+
+@pytest.fixture(scope="module")
+def pytorchjob_schema(shared_schemas: Path) -> dict[str, Any]:
+    return json.loads((shared_schemas / "kubeflow.org_pytorchjob_v1.json").read_text())
+
+
+def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the API server would silently prune (jsonschema alone accepts them)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    out: list[str] = []
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, value in obj.items():
+            if props is not None and key in props:
+                out += unknown_fields(value, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                out += unknown_fields(value, extra, f"{path}.{key}")
+            elif props is not None:
+                out.append(f"{path}.{key}")
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(obj):
+            out += unknown_fields(value, schema["items"], f"{path}[{i}]")
+    return out
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pytorchjob_validates_against_crd_schema(variant: str, pytorchjob_schema: dict[str, Any]) -> None:
+    job = render_pytorchjob(_spec(variant), OWNER)
+    jsonschema.validate(job, pytorchjob_schema)
+    assert unknown_fields(job, pytorchjob_schema) == []
+    # the pod templates are core PodTemplateSpecs: validate them against the core schema too
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "t"},
+            "template": replica["template"],
+        }
+        kubernetes_validate.validate(template, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_core_objects_validate_strictly(variant: str) -> None:
+    objs = [o for o in render_children(_spec(variant), OWNER) if o["kind"] != "PyTorchJob"]
+    assert {o["kind"] for o in objs} >= {"ConfigMap"}
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_pytorchjob_passes_training_operator_webhook_rules() -> None:
+    """The rules its admission webhook enforces (DESIGN.md), checked before a cluster ever sees the job."""
+    for variant in VARIANTS:
+        job = render_pytorchjob(_spec(variant), OWNER)
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", job["metadata"]["name"])
+        replicas = job["spec"]["pytorchReplicaSpecs"]
+        assert set(replicas) <= {"Master", "Worker"} and replicas["Master"]["replicas"] == 1
+        for spec in replicas.values():
+            (container,) = spec["template"]["spec"]["containers"]
+            assert container["name"] == "pytorch" and container["image"]
+            assert {"name": "pytorchjob-port", "containerPort": 23456, "protocol": "TCP"} in container[
+                "ports"
+            ]
+
+
+def test_pytorchjob_topology_and_resources() -> None:
+    job = render_pytorchjob(_spec("3-nodes-tolerations"), OWNER)
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Worker"]["replicas"] == 2 and job["spec"]["nprocPerNode"] == "4"
+    assert job["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "None"}
+    pod = replicas["Worker"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == [
+        "torchrun",
+        "--no-python",
+        "okvqa-k8s",
+        "train",
+        "--spec",
+        "/etc/okvqa/spec.yaml",
+    ]
+    assert container["resources"]["limits"] == {"memory": "240Gi", "nvidia.com/gpu": 4}
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 4
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "200Gi"}
+    assert volumes["spec"]["configMap"]["name"] == "llava-other-spec"
+    assert "Worker" not in render_pytorchjob(_spec("default-1-node"), OWNER)["spec"]["pytorchReplicaSpecs"]
+
+
+def test_cpu_training_has_no_gpu_and_selects_cpu_deepspeed() -> None:
+    job = render_pytorchjob(_spec("cpu-vllm-s3-base"), OWNER)
+    (container,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert "resources" not in container
+    assert {"name": "DS_ACCELERATOR", "value": "cpu"} in container["env"]
+
+
+def test_credentials_only_as_secret_references() -> None:
+    spec = _spec("default-1-node")
+    text = to_yaml(render_children(spec, OWNER))
+    for obj in render_children(spec, OWNER):
+        for _, node in _containers(obj):
+            env = {e["name"]: e for e in node.get("env", [])}
+            if "AWS_ACCESS_KEY_ID" in env:
+                assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+                    "name": "okvqa-s3",
+                    "key": "AWS_ACCESS_KEY_ID",
+                }
+                assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    assert "AWS_ACCESS_KEY_ID" in text and "okvqa-s3" in text
+    no_secret = to_yaml(render_children(_spec("no-eval-no-secret"), OWNER))
+    assert "AWS_ACCESS_KEY_ID" not in no_secret and "AWS_ENDPOINT_URL" not in no_secret
+
+
+def _containers(obj: dict[str, Any]):
+    pods = []
+    if obj["kind"] == "PyTorchJob":
+        pods = [r["template"]["spec"] for r in obj["spec"]["pytorchReplicaSpecs"].values()]
+    elif obj["kind"] in ("Deployment", "Job"):
+        pods = [obj["spec"]["template"]["spec"]]
+    for pod in pods:
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            yield pod, c
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_pod_is_restricted(variant: str) -> None:
+    seen = 0
+    for obj in render_children(_spec(variant), OWNER):
+        for pod, container in _containers(obj):
+            seen += 1
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert seen >= 2
+
+
+def test_children_are_owned_and_labelled() -> None:
+    for obj in render_children(_spec("cpu-vllm-s3-base"), OWNER):
+        meta = obj["metadata"]
+        assert meta["namespace"] == "ml"
+        assert meta["labels"][names.RUN_LABEL] == "llava-other"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "llava-other"
+        (ref,) = meta["ownerReferences"]
+        assert ref == {
+            "apiVersion": "okvqa.dev/v1alpha1",
+            "kind": "FineTune",
+            "name": "llava-other",
+            "uid": OWNER.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    dry = render_children(_spec("default-1-node"), Owner("x", "ml"))
+    assert all("ownerReferences" not in o["metadata"] for o in dry)
+
+
+def test_inference_builtin_pulls_merged_model_and_probes() -> None:
+    spec = _spec("default-1-node")
+    deployment, service = render_server(spec, OWNER)
+    pod = deployment["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == [
+        "okvqa-k8s",
+        "sync",
+        "pull",
+        "s3://okvqa/runs/llava-other/merged",
+        "/models/model",
+    ]
+    (server,) = pod["containers"]
+    assert server["command"] == ["okvqa-k8s", "serve"] and server["args"][:2] == ["--model", "/models/model"]
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
+    assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["metadata"]["name"] == "llava-other-serve"
+
+
+def test_base_variant_serves_hub_id_without_pull_and_s3_with_pull() -> None:
+    deployment, _ = render_server(_spec("default-1-node"), OWNER, "base")
+    pod = deployment["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert pod["containers"][0]["args"][:2] == ["--model", "llava-hf/llava-1.5-7b-hf"]
+    deployment, service = render_server(_spec("cpu-vllm-s3-base"), OWNER, "base")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["command"][3] == "s3://okvqa/models/llava-1.5-7b-hf"
+    assert service["metadata"]["name"] == "llava-other-base"
+
+
+def test_vllm_engine() -> None:
+    deployment, _ = render_server(_spec("cpu-vllm-s3-base"), OWNER)
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert server["image"].startswith("vllm/vllm-openai:v")
+    assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    args = server["args"]
+    assert (
+        args[args.index("--model") + 1] == "/models/model" and args[args.index("--dtype") + 1] == "bfloat16"
+    )
+    assert "resources" not in server and deployment["spec"]["replicas"] == 2
+
+
+def test_eval_job_scores_both_endpoints_then_uploads() -> None:
+    spec = _spec("cpu-vllm-s3-base")
+    job = render_eval_job(spec, OWNER)
+    pod = job["spec"]["template"]["spec"]
+    (evaluate,) = pod["initContainers"]
+    cmd = evaluate["command"]
+    assert cmd[:3] == ["okvqa-k8s", "eval", "run"]
+    assert cmd[cmd.index("--endpoint") + 1] == "http://llava-other-serve.ml.svc:8000"
+    assert cmd[cmd.index("--compare") + 1] == "http://llava-other-base.ml.svc:8000"
+    assert cmd[cmd.index("--dataset") + 1] == "s3://okvqa/datasets/other"
+    assert cmd[cmd.index("--split") + 1] == "val"
+    assert cmd[cmd.index("--max-questions") + 1] == "50"
+    (upload,) = pod["containers"]
+    out = cmd[cmd.index("--out") + 1]
+    assert upload["command"] == ["okvqa-k8s", "sync", "push", out, "s3://okvqa/runs/llava-other/eval"]
+    assert pod["restartPolicy"] == "Never"
+    assert result_uri(spec, "base") == "s3://okvqa/runs/llava-other/eval/base/results.json"
+    no_base = parse_spec({**BASE, "evaluation": {"baseline": False}})
+    cmd = render_eval_job(no_base, OWNER)["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert "--compare" not in cmd
+    assert result_uri(no_base, "finetuned") == "s3://okvqa/runs/llava-other/eval/results.json"
+
+
+def test_children_per_spec() -> None:
+    kinds = lambda v: [(o["kind"], o["metadata"]["name"]) for o in render_children(_spec(v), OWNER)]  # noqa: E731
+    assert kinds("default-1-node") == [
+        ("ConfigMap", "llava-other-spec"),
+        ("PyTorchJob", "llava-other"),
+        ("Deployment", "llava-other-serve"),
+        ("Service", "llava-other-serve"),
+        ("Deployment", "llava-other-base"),
+        ("Service", "llava-other-base"),
+        ("Job", "llava-other-eval"),
+    ]
+    assert kinds("no-eval-no-secret") == [
+        ("ConfigMap", "llava-other-spec"),
+        ("PyTorchJob", "llava-other"),
+        ("Deployment", "llava-other-serve"),
+        ("Service", "llava-other-serve"),
+    ]
+
+
+def test_configmap_round_trips_the_spec_and_yaml_stream_parses() -> None:
+    spec = _spec("3-nodes-tolerations")
+    cm = render_configmap(spec, OWNER)
+    assert parse_spec(yaml.safe_load(cm["data"]["spec.yaml"])) == spec
+    docs = list(yaml.safe_load_all(to_yaml([render_finetune(spec, OWNER), *render_children(spec, OWNER)])))
+    assert docs[0]["kind"] == "FineTune" and parse_spec(docs[0]["spec"]) == spec
+    assert "spec.yaml: |" in to_yaml([cm])

@@ -1,0 +1,79 @@
+"""FineTuneSpec: seed defaults, camelCase wire format, every error at once, --set overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.spec import apply_overrides, load_document, load_spec, parse_spec
+
+MINIMAL = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
+
+
+def test_defaults_reproduce_the_seed_run() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.model.name == "llava-hf/llava-1.5-7b-hf"
+    assert (spec.lora.r, spec.lora.alpha) == (128, 256)
+    t = spec.training
+    assert (t.learning_rate, t.mm_projector_lr, t.epochs, t.per_device_batch_size) == (2e-4, 2e-5, 20, 16)
+    assert (t.deepspeed, t.lr_scheduler, t.warmup_ratio, t.max_length) == ("zero3", "cosine", 0.03, 2048)
+    assert spec.model.dtype == "bf16" and t.gradient_checkpointing
+    assert spec.dataset.categories == ["other"]
+    assert spec.gpus == 8 and spec.world_size == 8
+
+
+def test_wire_format_is_camel_case_and_round_trips() -> None:
+    spec = parse_spec({**MINIMAL, "nprocPerNode": 2, "training": {"perDeviceBatchSize": 4}})
+    wire = spec.to_wire()
+    assert wire["nprocPerNode"] == 2 and wire["training"]["perDeviceBatchSize"] == 4
+    assert "nproc_per_node" not in wire and "maxSteps" not in wire["training"]  # None left out
+    assert parse_spec(wire) == spec
+
+
+def test_every_problem_reported_at_once_naming_fields() -> None:
+    with pytest.raises(UserError) as info:
+        parse_spec({"outputUri": "", "nodes": 0, "tolerations": [{"operator": "Maybe"}], "typo": 1}, "f.yaml")
+    lines = str(info.value).splitlines()
+    fields = {line.split(": ")[1] for line in lines}
+    assert {"dataset", "outputUri", "nodes", "tolerations[0].operator", "typo"} <= fields
+    assert all(line.startswith("f.yaml: ") for line in lines)
+
+
+def test_credentials_never_in_spec_and_evaluation_needs_inference() -> None:
+    with pytest.raises(UserError, match="credentialsSecret"):
+        parse_spec({**MINIMAL, "storage": {"endpoint": "http://key:secret@minio:9000"}})
+    with pytest.raises(UserError, match="requires inference.enabled"):
+        parse_spec({**MINIMAL, "inference": {"enabled": False}})
+
+
+def test_overrides_are_typed_yaml_scalars() -> None:
+    doc = apply_overrides(MINIMAL, ["nodes=3", "training.maxSteps=10", "inference.enabled=false", "image="])
+    assert doc["nodes"] == 3 and doc["training"]["maxSteps"] == 10 and doc["inference"]["enabled"] is False
+    assert doc["image"] == "" and "nodes" not in MINIMAL  # the input is not modified
+    with pytest.raises(UserError, match="key.path=value"):
+        apply_overrides(MINIMAL, ["nodes"])
+    with pytest.raises(UserError, match="not a mapping"):
+        apply_overrides(MINIMAL, ["outputUri.x=1"])
+
+
+def test_a_finetune_object_file_is_the_same_document(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(MINIMAL))
+    wrapped = tmp_path / "ft.yaml"
+    wrapped.write_text(yaml.safe_dump({"apiVersion": "okvqa.dev/v1alpha1", "kind": "FineTune",
+                                       "metadata": {"name": "x"}, "spec": MINIMAL}))  # fmt: skip
+    assert load_spec(bare) == load_spec(wrapped)
+    assert load_spec(bare, ["nodes=2"]).nodes == 2
+
+
+@pytest.mark.parametrize(("text", "match"), [("a: [", "not valid YAML"), ("- 1\n", "mapping")])
+def test_unreadable_files(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=match):
+        load_document(path)
+    with pytest.raises(UserError, match="cannot read"):
+        load_document(tmp_path / "missing.yaml")
