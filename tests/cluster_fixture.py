@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from okvqa_k8s.kube.testenv import ControlPlane, missing_binaries, testenv_dir
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0, every: float = 0.25) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds.
+
+    Controllers act asynchronously, so every cluster test waits for an observable state, never sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
 
 
 def _unavailable_reason() -> str | None:

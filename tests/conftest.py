@@ -51,3 +51,13 @@ def prepared_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from okvqa_k8s.data.synth import make_prepared_dataset
 
     return make_prepared_dataset(tmp_path_factory.mktemp("prepared") / "dataset", size=240, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, prepared_dataset: Path) -> Path:
+    """One toy LLaVA (tokenizer trained on the prepared dataset) for training, serving and the executor."""
+    from okvqa_k8s.train.tiny import build_tiny_model, dataset_texts
+
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "tiny-llava", texts=dataset_texts(prepared_dataset)
+    )

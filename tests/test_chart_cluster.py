@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from kubernetes.client.rest import ApiException
 
 from okvqa_k8s.chartgen import CHART_DIR, find_tool
 from okvqa_k8s.kube.testenv import ControlPlane
+from tests.cluster_fixture import wait_for
 from tests.conftest import require
 
 pytestmark = pytest.mark.cluster
@@ -45,17 +45,6 @@ RUN_SPEC = {
     "gpusPerNode": 0,
     "inference": {"gpus": 0},
 }
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def status_of(call: Callable[[], Any]) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,23 +26,13 @@ from okvqa_k8s.kube.client import ApiError, Kube, object_path
 from okvqa_k8s.kube.crd import crd_manifest
 from okvqa_k8s.kube.operator import Reconciler, run_operator
 from okvqa_k8s.kube.render import Owner, render_pytorchjob
+from okvqa_k8s.kube.testenv import FAIL_ANNOTATION
 from okvqa_k8s.local import container_env, operator_env
 from okvqa_k8s.spec import parse_spec
+from tests.cluster_fixture import wait_for
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
-FAIL_ANNOTATION = "okvqa.dev/kwok-fail"  # testenv's kwok Stage fails pods carrying it
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")

@@ -71,13 +71,12 @@ def test_localize(value: str, expected: str) -> None:
 
 @pytest.mark.slow
 def test_submit_local_runs_rendered_job_then_serves_and_evaluates(
-    tmp_path: Path, prepared_dataset: Path
+    tmp_path: Path, prepared_dataset: Path, tiny_model: Path
 ) -> None:
     """The whole run on this machine: 2 "nodes" × 1 process of the rendered PyTorchJob, serve, evaluate."""
     from okvqa_k8s.local import run_local
-    from okvqa_k8s.train.tiny import build_tiny_model
 
-    model = build_tiny_model(tmp_path / "tiny-llava")
+    model = tiny_model
     doc = {
         "model": {"name": str(model), "dtype": "fp32", "attention": "eager"},
         "dataset": {"uri": str(prepared_dataset)},

@@ -14,6 +14,7 @@ import yaml
 
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.render import (
+    MODEL_DIR,
     Owner,
     render_children,
     render_configmap,
@@ -226,10 +227,10 @@ def test_inference_builtin_pulls_merged_model_and_probes() -> None:
         "sync",
         "pull",
         "s3://okvqa/runs/llava-other/merged",
-        "/models/model",
+        MODEL_DIR,
     ]
     (server,) = pod["containers"]
-    assert server["command"] == ["okvqa-k8s", "serve"] and server["args"][:2] == ["--model", "/models/model"]
+    assert server["command"] == ["okvqa-k8s", "serve"] and server["args"][:2] == ["--model", MODEL_DIR]
     assert server["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -257,9 +258,7 @@ def test_vllm_engine() -> None:
     assert server["image"].startswith("vllm/vllm-openai:v")
     assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     args = server["args"]
-    assert (
-        args[args.index("--model") + 1] == "/models/model" and args[args.index("--dtype") + 1] == "bfloat16"
-    )
+    assert args[args.index("--model") + 1] == MODEL_DIR and args[args.index("--dtype") + 1] == "bfloat16"
     assert "resources" not in server and deployment["spec"]["replicas"] == 2
 
 

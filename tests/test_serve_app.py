@@ -52,13 +52,6 @@ def _wait_ready(url: str, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from okvqa_k8s.train.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("serve") / "tiny-llava", seed=0)
-
-
-@pytest.fixture(scope="module")
 def engine(tiny_model: Path) -> LlavaEngine:
     return LlavaEngine.load(tiny_model)
 

@@ -4,7 +4,6 @@ controllers, scheduler, kwok nodes and pods, the Kubeflow training operator and 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,23 +17,12 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from okvqa_k8s.kube.testenv import FAIL_ANNOTATION, GPU_RESOURCE, NODES, ControlPlane, ControlPlaneError
+from tests.cluster_fixture import wait_for
 
 pytestmark = pytest.mark.cluster
 
 T = TypeVar("T")
 IMAGE = "registry.k8s.io/pause:3.10"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

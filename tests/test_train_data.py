@@ -22,9 +22,6 @@ from okvqa_k8s.train.data import (
 )
 from okvqa_k8s.train.ds_config import fill_auto, load_ds_config
 from okvqa_k8s.train.env import dist_env
-from tests import test_train_single
-
-tiny_model = test_train_single.tiny_model  # the same module-scoped fixture
 
 
 def test_collated_batch_labels_only_the_answer_and_eos(tiny_model: Path, prepared_dataset: Path) -> None:

@@ -42,16 +42,6 @@ def tiny_spec(model: Path, dataset: str, output: str, **training: object) -> dic
     }
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, prepared_dataset: Path) -> Path:
-    from okvqa_k8s.train.data import answer_text, load_records, question_text
-    from okvqa_k8s.train.tiny import build_tiny_model
-
-    records = load_records(prepared_dataset / "train.json")
-    texts = [f"{question_text(r)} {answer_text(r)}" for r in records]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts=texts)
-
-
 def single_rank_env() -> dict[str, str]:
     """The variables torchrun would set for a world of one."""
     return {

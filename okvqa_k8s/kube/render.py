@@ -22,8 +22,12 @@ VARIANTS: tuple[Variant, ...] = ("finetuned", "base")
 
 SPEC_DIR = "/etc/okvqa"
 SPEC_FILE = "spec.yaml"
-SCRATCH = "/scratch"
-MODELS = "/models"
+# Pod-side paths live under one root that no host path is likely to share, so the local executor can map
+# them to local directories without touching a user's own paths (a repo under /work, data under /scratch).
+POD_ROOT = "/okvqa"
+SCRATCH = f"{POD_ROOT}/scratch"
+MODELS = f"{POD_ROOT}/models"
+EVAL_WORK = f"{POD_ROOT}/work"
 MODEL_DIR = f"{MODELS}/model"
 MASTER_PORT = 23456  # the training operator's default, named `pytorchjob-port`
 GPU = "nvidia.com/gpu"
@@ -396,7 +400,7 @@ def render_eval_job(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
     container uploads that directory: the Job completes only once the results are in storage.
     """
     component = "evaluation"
-    work = "/work"
+    work = EVAL_WORK
     base = endpoint_url(spec, owner, "base") if "base" in variants(spec) else None
     evaluate = {
         "name": "eval",

@@ -6,7 +6,8 @@ so this starts the real binaries that `make testenv` builds (k8s/testenv/build.s
 garbage collector, service-account and root-CA publishers), kube-scheduler, kwok standing in for the
 kubelets of three fake Nodes (two with 8 `nvidia.com/gpu` each, one CPU-only), and the Kubeflow training
 operator v1 with its validating admission webhook registered, so its admission rules apply. Optionally
-SeaweedFS serves S3. Nothing here is a fake API server.
+SeaweedFS serves S3. Nothing here is a fake API server. `SeaweedS3` starts that S3 server on its own,
+without the control plane, for storage tests and benchmarks that want a real, compiled S3 server.
 
 kwok plays pods through Stages: every pod becomes Running and Ready; pods of Jobs and of PyTorchJob
 replicas then succeed (exit code 0) after about two seconds, and such pods annotated
@@ -407,6 +408,162 @@ def _http_ok(url: str, *, timeout: float = 2.0) -> bool:
         connection.close()
 
 
+def _wait_until(
+    what: str,
+    check: Callable[[], bool],
+    components: list[_Component],
+    blame: _Component,
+    timeout: float = START_TIMEOUT_S,
+) -> None:
+    """Poll `check` until true; fail fast, with the right log, when any of `components` dies."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        for component in components:
+            component.check_alive()
+        if time.monotonic() > deadline:
+            raise blame.failure(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------ SeaweedFS
+
+
+class SeaweedS3:
+    """SeaweedFS (master, volume, filer and S3 gateway in one process) with one admin identity.
+
+    Why on its own: storage tests and `benchmarks/staging.py` need a real S3 server written in a compiled
+    language (moto's per-byte cost hides what our transfer path does), but not Kubernetes. ControlPlane
+    (s3=True) runs this very class inside its own start-up, so there is one way SeaweedFS is started.
+
+    Use as a context manager (or start()/stop()); `endpoint` holds the URL and the keys it accepts.
+    """
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        binaries: Path | None = None,
+        volume_size_limit_mb: int = 64,
+        max_volumes: int = 16,
+    ) -> None:
+        """`workdir` is the parent of the temporary data directory (the system's by default); `binaries`
+        defaults to testenv_dir(). Small volumes by default: SeaweedFS's 30 GB volume limit makes tiny
+        test files reserve real disk; `volume_size_limit_mb` x `max_volumes` bounds what it can store."""
+        self.binaries = binaries or testenv_dir()
+        self.volume_size_limit_mb = volume_size_limit_mb
+        self.max_volumes = max_volumes
+        self._parent = workdir
+        self._owns_dir = False
+        self.dir: Path | None = None
+        self.endpoint: S3Endpoint | None = None
+        self.component: _Component | None = None
+        self._ports: tuple[int, int] | None = None  # (master HTTP, S3 gateway)
+
+    def __enter__(self) -> SeaweedS3:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> S3Endpoint:
+        """Start in a fresh temporary directory and return once objects can be written."""
+        binary = self.binaries / S3_BINARY
+        if not binary.is_file():
+            raise FileNotFoundError(f"missing {binary}: build it with `make testenv`")
+        self.dir = Path(tempfile.mkdtemp(prefix="okvqa-seaweedfs-", dir=self._parent))
+        self._owns_dir = True
+        try:
+            component = self.launch(self.dir, self.dir / "logs" / "seaweedfs.log")
+            _wait_until("SeaweedFS S3", self.ready, [component], component)
+        except BaseException:
+            self.stop()
+            raise
+        assert self.endpoint is not None
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Stop the process (its data is thrown away) and delete the directory start() made."""
+        if self.component is not None:
+            self.component.terminate()
+            self.component.reap(time.monotonic() + self.component.grace_s)
+            self.component = None
+        if self._owns_dir and self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+        self._owns_dir = False
+
+    def launch(self, directory: Path, log: Path) -> _Component:
+        """Write the identity file and data directory under `directory` and start the process.
+
+        It does not wait: ControlPlane starts its other components meanwhile and polls `ready` later.
+        """
+        # Every port explicit: the gRPC ones default to HTTP port + 10000, past 65535 for high free ports.
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc = _free_ports(8)
+        self.dir = directory
+        self._ports = (master, s3_port)
+        self.endpoint = S3Endpoint(
+            url=f"http://127.0.0.1:{s3_port}",
+            access_key="okvqa" + secrets.token_hex(4),
+            secret_key=secrets.token_hex(20),
+        )
+        config = {
+            "identities": [
+                {
+                    "name": "okvqa-admin",
+                    "credentials": [
+                        {"accessKey": self.endpoint.access_key, "secretKey": self.endpoint.secret_key}
+                    ],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        config_path = directory / "s3.json"
+        config_path.write_text(json.dumps(config))
+        config_path.chmod(0o600)
+        data = directory / "seaweedfs"
+        data.mkdir()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.component = _Component(
+            "seaweedfs",
+            [
+                str(self.binaries / S3_BINARY),
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-dir={data}",
+                f"-master.port={master}",
+                f"-master.port.grpc={master_grpc}",
+                f"-volume.port={volume}",
+                f"-volume.port.grpc={volume_grpc}",
+                f"-filer.port={filer}",
+                f"-filer.port.grpc={filer_grpc}",
+                "-s3",
+                f"-s3.port={s3_port}",
+                f"-s3.port.grpc={s3_grpc}",
+                f"-s3.config={config_path}",
+                f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
+                f"-volume.max={self.max_volumes}",
+            ],
+            log,
+            # It drains for 10 s on SIGTERM; its data is thrown away, so there is nothing to drain for.
+            grace_s=1.0,
+        )
+        self.component.start()
+        return self.component
+
+    def ready(self) -> bool:
+        """Whether a write can succeed: the gateway answers before a volume server has joined the master."""
+        if self._ports is None:
+            return False
+        master, s3_port = self._ports
+        return _http_ok(f"http://127.0.0.1:{master}/dir/assign") and _http_ok(
+            f"http://127.0.0.1:{s3_port}/healthz"
+        )
+
+
 # ------------------------------------------------------------------------------------- kwok stages
 
 _POD_COMPLETE_TEMPLATE = """\
@@ -571,13 +728,7 @@ class ControlPlane:
         self, what: str, check: Callable[[], bool], blame: _Component, timeout: float = START_TIMEOUT_S
     ) -> None:
         """Poll `check` until true; fail fast, with the right log, when any component dies."""
-        deadline = time.monotonic() + timeout
-        while not check():
-            for component in self._components:
-                component.check_alive()
-            if time.monotonic() > deadline:
-                raise blame.failure(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(0.2)
+        _wait_until(what, check, self._components, blame, timeout)
 
     def _start(self) -> None:
         assert self.dir is not None
@@ -890,60 +1041,10 @@ class ControlPlane:
         )
 
     def _start_s3(self) -> tuple[_Component, Callable[[], bool]]:
-        """SeaweedFS (master, volume, filer and S3 gateway in one process) with one admin identity."""
+        """SeaweedS3, launched now and waited for last, so it starts while the rest of the plane does."""
         assert self.dir is not None
-        # Every port explicit: the gRPC ones default to HTTP port + 10000, past 65535 for high free ports.
-        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc = _free_ports(8)
-        endpoint = S3Endpoint(
-            url=f"http://127.0.0.1:{s3_port}",
-            access_key="okvqa" + secrets.token_hex(4),
-            secret_key=secrets.token_hex(20),
-        )
-        config = {
-            "identities": [
-                {
-                    "name": "okvqa-admin",
-                    "credentials": [{"accessKey": endpoint.access_key, "secretKey": endpoint.secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
-            ]
-        }
-        config_path = self.dir / "s3.json"
-        config_path.write_text(json.dumps(config))
-        config_path.chmod(0o600)
-        data = self.dir / "seaweedfs"
-        data.mkdir()
-        component = self._spawn(
-            "seaweedfs",
-            [
-                self._bin(S3_BINARY),
-                "server",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-dir={data}",
-                f"-master.port={master}",
-                f"-master.port.grpc={master_grpc}",
-                f"-volume.port={volume}",
-                f"-volume.port.grpc={volume_grpc}",
-                f"-filer.port={filer}",
-                f"-filer.port.grpc={filer_grpc}",
-                "-s3",
-                f"-s3.port={s3_port}",
-                f"-s3.port.grpc={s3_grpc}",
-                f"-s3.config={config_path}",
-                # Small volumes: the default 30 GB limit makes tiny test files reserve real disk.
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=16",
-            ],
-            # It drains for 10 s on SIGTERM; its data is thrown away, so there is nothing to drain for.
-            grace_s=1.0,
-        )
-        self.s3 = endpoint
-
-        def ready() -> bool:
-            # The gateway answers before a volume server has joined the master; a write needs one.
-            return _http_ok(f"http://127.0.0.1:{master}/dir/assign") and _http_ok(
-                f"http://127.0.0.1:{s3_port}/healthz"
-            )
-
-        return component, ready
+        seaweed = SeaweedS3(binaries=self.binaries)
+        component = seaweed.launch(self.dir, self.dir / "logs" / "seaweedfs.log")
+        self._components.append(component)  # stop() reaps it with the others; self.dir holds its data
+        self.s3 = seaweed.endpoint
+        return component, seaweed.ready

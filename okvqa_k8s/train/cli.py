@@ -32,7 +32,7 @@ def _configure_logging() -> None:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps.")
 @click.option(
     "--scratch", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Node-local working directory (dataset copy, checkpoints). Default: $OKVQA_SCRATCH or /scratch.",
+    help="Node-local work dir (dataset copy, checkpoints). Default: $OKVQA_SCRATCH or /okvqa/scratch.",
 )  # fmt: skip
 def train_command(
     spec_path: Path,

@@ -91,4 +91,4 @@ def single_process_rendezvous(environ: dict[str, str]) -> None:
 
 
 def scratch_dir(environ: Mapping[str, str]) -> str:
-    return environ.get("OKVQA_SCRATCH") or "/scratch"
+    return environ.get("OKVQA_SCRATCH") or "/okvqa/scratch"

@@ -89,6 +89,18 @@ def _widen_language_model_init(model, std: float) -> None:
                 param.normal_(0.0, std)
 
 
+def dataset_texts(dataset_dir: str | Path) -> list[str]:
+    """Questions and answers of a prepared dataset's splits: what the tiny tokenizer is trained on."""
+    from okvqa_k8s.train.data import answer_text, load_records, question_text
+
+    texts: list[str] = []
+    for split in ("train", "val"):
+        path = Path(dataset_dir) / f"{split}.json"
+        if path.is_file():
+            texts += [f"{question_text(r)} {answer_text(r)}" for r in load_records(path)]
+    return texts
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
