@@ -8,7 +8,11 @@ write the files training and evaluation would leave: progress.json and the eval 
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from okvqa_k8s.chartgen import find_tool
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.cli import COMMANDS
@@ -33,6 +38,8 @@ from tests.cluster_fixture import wait_for
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("Pending", "Training", "Serving", "Evaluating", "Succeeded", "Failed")
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +334,211 @@ def test_status_write_retries_a_real_conflict(kube: Kube, namespace: str, tmp_pa
     kube.patch_status(namespace, "racy", compute)
     assert len(calls) == 2 and calls[0] != calls[1]
     assert finetune(kube, namespace, "racy")["status"]["message"] == "attempt 2"
+
+
+# --- the CLI as a user runs it (a process: exit codes, stderr, no traceback) and kubectl on the CRD
+
+
+def okvqa_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "okvqa_k8s.cli", *args]
+
+
+def okvqa(cluster: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        okvqa_cmd(*args), env=cluster.env(), cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def kubectl(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    tool = find_tool("kubectl")
+    if tool is None:
+        pytest.skip("kubectl is not installed (make tools, or put it on PATH)")
+    return subprocess.run([tool, *args], env=cluster.env(), capture_output=True, text=True, timeout=60)
+
+
+class Watch:
+    """`okvqa-k8s status NAME -w` as a process; its lines are collected by a thread as they come."""
+
+    def __init__(self, cluster: Any, name: str, namespace: str) -> None:
+        env = {**cluster.env(), "PYTHONUNBUFFERED": "1"}
+        argv = okvqa_cmd("status", name, "-n", namespace, "-w", "--interval", "0.3")
+        self.name = name
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def phases(self) -> list[str]:
+        """The run's phase in every table printed so far ("" before the operator set one)."""
+        while not self.lines.empty():
+            line = self.lines.get_nowait()
+            self.seen.append(line)
+        rows = [line.split() for line in self.seen if line.split()[:1] == [self.name]]
+        return [row[1] if row[1] in PHASES else "" for row in rows]
+
+    def stop(self) -> int | None:
+        """Terminate it (it refreshes until interrupted, like `kubectl get -w`); None if it had exited."""
+        exited = self.proc.poll()
+        if exited is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        return exited
+
+
+@pytest.fixture(scope="module")
+def watched_run(kube: Kube, cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One FineTune driven to Succeeded by the operator while `okvqa-k8s status NAME -w` watches it.
+
+    The operator only starts once the watch has printed its first table, so the watch sees the run move.
+    Yields (namespace, the phase of every table the watch printed, its exit code if it had exited by
+    itself else None, its output).
+    """
+    ns = f"ft-{uuid.uuid4().hex[:8]}"
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    wait_for("the default ServiceAccount", lambda: kube.get("v1", "ServiceAccount", ns, "default"), 30)
+    out = tmp_path_factory.mktemp("watched") / "out"
+    write_run_files(out)
+    meta = {"name": "watched", "namespace": ns}
+    kube.create(
+        {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta, "spec": spec_doc(out)}
+    )
+    watch = Watch(cluster, "watched", ns)
+    try:
+        wait_for("the watch's first table", lambda: watch.phases() or watch.proc.poll() is not None, 60)
+        assert watch.proc.poll() is None, "\n".join(watch.seen)
+        with OperatorThread(kube):
+            wait_for("the run to succeed", lambda: phase_is(kube, ns, "watched", "Succeeded", "Failed"), 120)
+        wait_for(
+            "the watch to show a terminal phase",
+            lambda: {"Succeeded", "Failed"} & set(watch.phases()) or watch.proc.poll() is not None,
+            30,
+        )
+    finally:
+        exited = watch.stop()
+    yield ns, watch.phases(), exited, "\n".join(watch.seen)
+    kube.delete("v1", "Namespace", None, ns)
+
+
+def test_status_watch_follows_the_run(watched_run: Any) -> None:
+    _, phases, exited, output = watched_run
+    assert exited is None, f"status -w exited by itself ({exited}):\n{output}"
+    assert phases[-1] == "Succeeded", output
+    moving = [p for p in phases if p]
+    assert len(set(moving)) >= 2, output  # it refreshed while the run moved, not one snapshot
+    assert moving == sorted(moving, key=PHASES.index), output  # phases only go forward
+    assert "Traceback" not in output
+
+
+def test_kubectl_get_shows_the_printer_columns(kube: Kube, cluster: Any, watched_run: Any) -> None:
+    ns = watched_run[0]
+    got = kubectl(cluster, "get", "finetunes", "-n", ns)
+    assert got.returncode == 0, got.stderr
+    header, row = got.stdout.splitlines()
+    assert header.split() == ["NAME", "PHASE", "NODES", "PROGRESS", "ACCURACY", "ENDPOINT", "AGE"]
+    assert row.split()[:6] == [
+        "watched",
+        "Succeeded",
+        "2",
+        "3/10",
+        "55.5",
+        f"http://watched-serve.{ns}.svc:8000",
+    ]
+    # the CRD's short name works too
+    short = kubectl(cluster, "get", "ft", "watched", "-n", ns)
+    assert short.returncode == 0 and short.stdout.splitlines()[1].split()[0] == "watched", short
+
+
+def test_kubectl_explain_shows_the_spec_descriptions(cluster: Any, kube: Kube) -> None:
+    spec = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    training = spec["properties"]["training"]
+
+    def explain(path: str) -> str | None:  # the CRD reaches the OpenAPI document shortly after Established
+        got = kubectl(cluster, "explain", path)
+        return " ".join(got.stdout.split()) if got.returncode == 0 else None
+
+    text = wait_for("kubectl explain finetune.spec.training", lambda: explain("finetune.spec.training"), 30)
+    assert "GROUP: okvqa.dev" in text and "KIND: FineTune" in text and "VERSION: v1alpha1" in text
+    assert training["description"] in text
+    assert "deepspeed <string>" in text and "learningRate" in text
+    text = explain("finetunes.spec.training.deepspeed")
+    assert text is not None and training["properties"]["deepspeed"]["description"] in text
+    assert "zero2" in text and "zero3" in text
+
+
+def test_logs_finds_the_replica_pod(kube: Kube, cluster: Any, watched_run: Any) -> None:
+    """kwok's nodes keep no container logs: the command must still find the right pod and say so."""
+    ns = watched_run[0]
+    pods = {
+        p["metadata"]["name"] for p in kube.list("v1", "Pod", ns, "training.kubeflow.org/job-name=watched")
+    }
+    assert pods == {"watched-master-0", "watched-worker-0"}
+    for replica, pod in (("master", "watched-master-0"), ("worker-0", "watched-worker-0")):
+        got = okvqa(cluster, "logs", "watched", "-n", ns, "--replica", replica)
+        if got.returncode == 0:  # a node that serves logs (not kwok's): whatever the API returned
+            continue
+        assert got.returncode == 2 and got.stdout == "", got
+        (line,) = got.stderr.splitlines()
+        assert line.startswith(f"okvqa-k8s: error: pod {ns}/{pod} (Succeeded on kwok-"), line
+        assert "has no logs to show" in line
+    missing = okvqa(cluster, "logs", "watched", "-n", ns, "--replica", "worker-3")
+    assert missing.returncode == 2 and missing.stdout == "", missing
+    assert missing.stderr.splitlines() == [
+        f"okvqa-k8s: error: pod {ns}/watched-worker-3 not found "
+        "(training pods of run watched: watched-master-0, watched-worker-0)"
+    ]
+
+
+def test_submit_without_operator_drives_the_run_from_the_cli(
+    kube: Kube, cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_run_files(out)
+    spec_file = tmp_path / "solo.yaml"
+    spec_file.write_text(yaml.safe_dump(spec_doc(out)))
+    started = time.monotonic()
+    got = okvqa(cluster, "submit", str(spec_file), "-n", namespace, "--no-operator", timeout=150)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert got.stdout.splitlines() == [
+        f"solo: Succeeded: VQA accuracy: base 31.25%, finetuned 55.50%; "
+        f"serving at http://solo-serve.{namespace}.svc:8000"
+    ]
+    # each transition is reported once, as the operator's Events would be
+    reasons = [line.split()[1].rstrip(":") for line in got.stderr.splitlines()]
+    assert reasons[0] == "Pending" and reasons[-1] == "Succeeded" and "Evaluating" in reasons, got.stderr
+    assert len(reasons) == len(set(reasons)) and "Traceback" not in got.stderr
+    assert time.monotonic() - started < 150
+
+    # no FineTune: the objects were applied directly, unowned, and all carry the run label
+    assert kube.list(names.API_VERSION, names.KIND, namespace) == []
+    expected = {
+        ("v1", "ConfigMap"): {"solo-spec"},
+        ("kubeflow.org/v1", "PyTorchJob"): {"solo"},
+        ("apps/v1", "Deployment"): {"solo-serve"},  # the base server is gone once its score is in
+        ("v1", "Service"): {"solo-serve"},
+        ("batch/v1", "Job"): {"solo-eval"},
+    }
+    for (api_version, kind), wanted in expected.items():
+        objs = kube.list(api_version, kind, namespace, f"{names.RUN_LABEL}=solo")
+        assert {o["metadata"]["name"] for o in objs} == wanted, kind
+        assert all(not o["metadata"].get("ownerReferences") for o in objs), kind
+    job = kube.get("kubeflow.org/v1", "PyTorchJob", namespace, "solo")
+    assert any(c["type"] == "Succeeded" and c["status"] == "True" for c in job["status"]["conditions"])
+
+    # `delete` finds an operator-less run by its label and removes everything it created
+    gone = okvqa(cluster, "delete", "solo", "-n", namespace)
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.startswith("run solo (no FineTune, submitted with --no-operator): deleted ")
+    for api_version, kind in expected:
+        wait_for(
+            f"{kind}s of run solo to be deleted",
+            lambda a=api_version, k=kind: not kube.list(a, k, namespace, f"{names.RUN_LABEL}=solo"),
+        )
+    again = okvqa(cluster, "delete", "solo", "-n", namespace)
+    assert again.returncode == 2 and "not found, and no objects labelled okvqa.dev/run=solo" in again.stderr

@@ -282,10 +282,44 @@ def logs(name: str, namespace: str | None, follow: bool, replica: str, context: 
     pod = f"{names.job_name(name)}-{replica}" + ("-0" if replica == "master" else "")
     kube = _kube(context)
     ns = _namespace(namespace)
-    stream = _api_call(f"reading logs of pod {ns}/{pod}", kube.logs, ns, pod, "pytorch", follow)
+    stream = _api_call(f"reading logs of pod {ns}/{pod}", _open_logs, kube, ns, name, pod, follow)
     for chunk in stream:
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
+
+
+def _open_logs(kube: Any, ns: str, run: str, pod: str, follow: bool) -> Any:
+    """The log stream of a replica's pod. A 404 is ambiguous (no such pod, or a pod whose node serves no
+    logs, as kwok's): say which, naming the pod, and list the run's training pods when it is missing."""
+    from okvqa_k8s.kube.client import ApiError
+
+    try:
+        return kube.logs(ns, pod, "pytorch", follow)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        found = kube.get("v1", "Pod", ns, pod)
+        if found is None:
+            job = names.job_name(run)
+            pods = kube.list("v1", "Pod", ns, f"training.kubeflow.org/job-name={job}")
+            have = ", ".join(sorted(p["metadata"]["name"] for p in pods)) or "none"
+            raise UserError(f"pod {ns}/{pod} not found (training pods of run {run}: {have})") from None
+        phase = (found.get("status") or {}).get("phase", "Unknown")
+        node = (found.get("spec") or {}).get("nodeName") or "no node"
+        raise UserError(
+            f"pod {ns}/{pod} ({phase} on {node}) has no logs to show: "
+            f"the API server answered {exc.status} {exc.reason}: {exc.message}"
+        ) from None
+
+
+# What a run creates, in the order a user would read it; `delete` of a --no-operator run removes these.
+RUN_CHILD_KINDS = (
+    ("kubeflow.org/v1", "PyTorchJob"),
+    ("batch/v1", "Job"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+)
 
 
 @click.command("delete")
@@ -293,12 +327,26 @@ def logs(name: str, namespace: str | None, follow: bool, replica: str, context: 
 @NAMESPACE_OPTION
 @click.option("--context", help="kubeconfig context.")
 def delete(name: str, namespace: str | None, context: str | None) -> None:
-    """Delete run NAME; its PyTorchJob, servers and Jobs go with it (ownerReferences)."""
+    """Delete run NAME; its PyTorchJob, servers and Jobs go with it.
+
+    A FineTune's children go through the garbage collector (ownerReferences). A `submit --no-operator`
+    run has no FineTune and unowned children, so those are found by the run label and deleted here.
+    """
     kube = _kube(context)
     ns = _namespace(namespace)
-    if not _api_call(f"deleting FineTune {ns}/{name}", kube.delete, names.API_VERSION, names.KIND, ns, name):
-        raise UserError(f"FineTune {ns}/{name} not found")
-    click.echo(f"finetune.okvqa.dev/{name} deleted")
+    if _api_call(f"deleting FineTune {ns}/{name}", kube.delete, names.API_VERSION, names.KIND, ns, name):
+        click.echo(f"finetune.okvqa.dev/{name} deleted")
+        return
+    selector = f"{names.RUN_LABEL}={name}"
+    deleted = []
+    for api_version, kind in RUN_CHILD_KINDS:
+        for obj in _api_call(f"listing {kind}s of run {name}", kube.list, api_version, kind, ns, selector):
+            child = obj["metadata"]["name"]
+            if _api_call(f"deleting {kind} {ns}/{child}", kube.delete, api_version, kind, ns, child):
+                deleted.append(f"{kind.lower()}/{child}")
+    if not deleted:
+        raise UserError(f"FineTune {ns}/{name} not found, and no objects labelled {selector}")
+    click.echo(f"run {name} (no FineTune, submitted with --no-operator): deleted {', '.join(deleted)}")
 
 
 @click.command("render")

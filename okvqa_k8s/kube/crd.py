@@ -26,7 +26,7 @@ PRINTER_COLUMNS = [
     {"name": "Nodes", "type": "integer", "jsonPath": ".spec.nodes"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Accuracy", "type": "number", "jsonPath": ".status.accuracy.finetuned"},
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

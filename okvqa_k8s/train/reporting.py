@@ -57,22 +57,67 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+def wandb_mode() -> str:
+    """`WANDB_MODE` when set; otherwise online with credentials, offline (never a login prompt) without.
+
+    A pod has no TTY: wandb asking for a key there would fail the run after the model is loaded. Offline
+    runs land under the TensorBoard directory, so they reach `output_uri/tensorboard/wandb/` with every
+    checkpoint and `wandb sync` can upload them later. `WANDB_MODE=online` skips this guess.
+    """
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    mode = os.environ.get("WANDB_MODE", "").strip()
+    if mode:
+        return mode
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        found = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host or "")
+    except (OSError, netrc.NetrcParseError):
+        found = None
+    if found and found[2]:
+        return "online"
+    log.warning("wandb: no WANDB_API_KEY or netrc entry for %s, logging offline (set WANDB_MODE)", host)
+    return "offline"
+
+
+def wandb_run_id(output_uri: str) -> str:
+    """One wandb run per output URI: every restart of the same job resumes it."""
+    return hashlib.sha256(output_uri.rstrip("/").encode()).hexdigest()[:16]
+
+
 class WandbLogger:
-    """wandb, resumable across pod restarts (run id derived from the output URI); WANDB_MODE=offline works."""
+    """wandb, resumable across pod restarts (run id derived from the output URI); works offline.
+
+    The run directory is `log_dir/wandb/` (the TensorBoard directory, synced with each checkpoint).
+    """
 
     def __init__(self, output_uri: str, config: dict[str, Any], log_dir: Path) -> None:
         import wandb
 
-        run_id = hashlib.sha256(output_uri.encode()).hexdigest()[:16]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = wandb_run_id(output_uri)
         self.run = wandb.init(
-            project="okvqa-k8s", id=run_id, resume="allow", config=config, dir=str(log_dir), reinit=True
+            project="okvqa-k8s",
+            id=self.run_id,
+            resume="allow",
+            config=config,
+            dir=str(log_dir),
+            mode=wandb_mode(),
+            reinit="finish_previous",
         )
+        self._closed = False
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log({f"train/{k}": v for k, v in values.items()}, step=step)
 
     def close(self) -> None:
-        self.run.finish()
+        if not self._closed:
+            self._closed = True
+            self.run.finish()
 
 
 def check_report_to(report_to: str) -> None:
