@@ -81,6 +81,8 @@ class SplitResult:
     questions: list[Question] = field(default_factory=list)
     images: dict[str, Path] = field(default_factory=dict)  # output name → source path
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    questions_doc: dict[str, Any] = field(default_factory=dict)  # the inputs as read, for the subsets
+    annotations_doc: dict[str, Any] = field(default_factory=dict)
 
 
 def _resolve_image(images_root: Path, split: str, image_id: int) -> Path:
@@ -96,8 +98,9 @@ def _prepare_split(
     source: Path, images_root: Path, split: str, codes: list[str], mode: str, skip_bad: bool, max_pixels: int
 ) -> SplitResult:
     qpath, apath = questions_file(source, split), annotations_file(source, split)
-    questions, bad = join_questions(qpath, apath, load_json(qpath), load_json(apath))
-    result = SplitResult()
+    qdoc, adoc = load_json(qpath), load_json(apath)
+    questions, bad = join_questions(qpath, apath, qdoc, adoc)
+    result = SplitResult(questions_doc=qdoc, annotations_doc=adoc)
     for record in bad:
         if not skip_bad:
             raise UserError(f"{record} (use --skip-bad to skip such questions)")
@@ -143,10 +146,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _subset_docs(source: Path, split: str, keep: set[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _subset_docs(result: SplitResult) -> tuple[dict[str, Any], dict[str, Any]]:
     """The official question/annotation documents restricted to the kept questions, other keys intact."""
-    qdoc = load_json(questions_file(source, split))
-    adoc = load_json(annotations_file(source, split))
+    keep = {q.question_id for q in result.questions}
+    qdoc, adoc = result.questions_doc, result.annotations_doc
     qdoc = {**qdoc, "questions": [q for q in qdoc["questions"] if q.get("question_id") in keep]}
     adoc = {**adoc, "annotations": [a for a in adoc["annotations"] if a.get("question_id") in keep]}
     adoc.setdefault("question_types", CATEGORIES)
@@ -191,7 +194,7 @@ def prepare_dataset(
         counts: dict[str, Any] = {}
         for split, r in results.items():
             atomic_write_json(tmp / f"{split}.json", r.records)
-            qdoc, adoc = _subset_docs(source, split, {q.question_id for q in r.questions})
+            qdoc, adoc = _subset_docs(r)
             atomic_write_json(tmp / f"{split}_questions.json", qdoc)
             atomic_write_json(tmp / f"{split}_annotations.json", adoc)
             per_cat = Counter(category_name(q.category) for q in r.questions)
