@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.fsutil import sha256_file
 from okvqa_k8s.storage import (
     FETCH_MARKER,
     MANIFEST_NAME,
@@ -37,6 +38,7 @@ from okvqa_k8s.storage.checkpoints import complete_checkpoints
 from okvqa_k8s.storage.index import valid_entries
 from okvqa_k8s.storage.shards import (
     Member,
+    ShardPlan,
     build_manifest,
     check_member,
     missing_member,
@@ -47,7 +49,7 @@ from okvqa_k8s.storage.shards import (
 )
 from okvqa_k8s.storage.store import ObjectInfo
 from okvqa_k8s.storage.sync import plan_upload
-from okvqa_k8s.storage.transfer import write_shard
+from okvqa_k8s.storage.tarparts import ShardParts, Stamp, stamp_of
 from okvqa_k8s.storage.uri import parse
 
 SMALL_SHARDS = 24 * 1024  # several shards from a few dozen small JPEGs
@@ -131,30 +133,37 @@ def test_uri_parse_and_join(tmp_path: Path) -> None:
 
 
 # -- shard planning and manifests ---------------------------------------------------------------------
+def _plans(members: list[Member], shard_size: int) -> list[ShardPlan]:
+    hashes = {m.path: m.sha256 for m in members}
+    return [
+        layout.with_hashes(hashes) for layout in plan_shards([(m.path, m.size) for m in members], shard_size)
+    ]
+
+
 def test_plan_shards_is_sorted_bounded_and_deterministic() -> None:
     members = [_member(f"images/{i:03d}.jpg", 1000 + i) for i in range(50)]
-    plans = plan_shards(list(reversed(members)), shard_size=10 * tar_footprint(1100))
+    plans = _plans(list(reversed(members)), shard_size=10 * tar_footprint(1100))
     assert [m.path for p in plans for m in p.members] == sorted(m.path for m in members)
     assert all(sum(tar_footprint(m.size) for m in p.members) <= 10 * tar_footprint(1100) for p in plans)
     assert [p.name for p in plans] == [f"shards/images-{i:05d}.tar" for i in range(len(plans))]
-    again = plan_shards(members, shard_size=10 * tar_footprint(1100))
+    again = _plans(members, shard_size=10 * tar_footprint(1100))
     assert [p.content_digest for p in again] == [p.content_digest for p in plans]
 
 
 def test_plan_shards_gives_an_oversized_file_its_own_shard() -> None:
-    plans = plan_shards([_member("images/a", 10), _member("images/b", 10**6), _member("images/c", 10)], 4096)
-    assert [[m.path for m in p.members] for p in plans] == [["images/a"], ["images/b"], ["images/c"]]
+    layouts = plan_shards([("images/a", 10), ("images/b", 10**6), ("images/c", 10)], 4096)
+    assert [[path for path, _ in s.files] for s in layouts] == [["images/a"], ["images/b"], ["images/c"]]
     assert plan_shards([], 4096) == []
 
 
 def test_content_digest_follows_member_bytes() -> None:
-    a = plan_shards([_member("images/a")], 4096)[0]
-    b = plan_shards([Member("images/a", 100, "0" * 64)], 4096)[0]
+    a = _plans([_member("images/a")], 4096)[0]
+    b = _plans([Member("images/a", 100, "0" * 64)], 4096)[0]
     assert a.content_digest != b.content_digest
 
 
 def test_manifest_round_trip_and_validation() -> None:
-    plans = plan_shards([_member("images/a.jpg"), _member("images/b.jpg")], 4096)
+    plans = _plans([_member("images/a.jpg"), _member("images/b.jpg")], 4096)
     manifest = build_manifest([_member("train.json", 7)], plans, {plans[0].name: (3072, "a" * 64)}, 4096)
     raw = json.dumps(manifest).encode()
     assert parse_manifest(raw, "m.json") == manifest
@@ -226,22 +235,55 @@ def test_check_member_accepts_exactly_the_manifest() -> None:
     assert missing_member(expected, seen) is None
 
 
-def test_write_shard_is_byte_identical_across_runs(dataset: Path, tmp_path: Path) -> None:
-    images = sorted(p for p in dataset.rglob("*.jpg"))
-    members = [
-        Member(
-            p.relative_to(dataset).as_posix(), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()
-        )
-        for p in images[:5]
-    ]
-    plan = plan_shards(members, 10**9)[0]
-    first = write_shard(dataset, plan, tmp_path / "a.tar")
-    os.utime(dataset / members[0].path)  # a touched file must not change the shard
-    second = write_shard(dataset, plan, tmp_path / "b.tar")
-    assert first == second
-    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
-    with tarfile.open(tmp_path / "a.tar") as tar:
-        assert [(m.name, m.mtime, m.mode, m.uid) for m in tar] == [(m.path, 0, 0o644, 0) for m in members]
+def _tarfile_bytes(root: Path, members: list[Member]) -> bytes:
+    """What the standard library writes for the same members and fixed metadata: the reference."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member in members:
+            info = tarfile.TarInfo(member.path)
+            info.size, info.mtime, info.mode = member.size, 0, 0o644
+            with open(root / member.path, "rb") as fh:
+                tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+def _members_of(root: Path, rels: list[str]) -> tuple[list[Member], dict[str, Stamp]]:
+    members = [Member(rel, (root / rel).stat().st_size, sha256_file(root / rel)) for rel in rels]
+    return members, {rel: stamp_of((root / rel).stat()) for rel in rels}
+
+
+@pytest.mark.parametrize("part_size", [512, 1536, 4096, 10**7])
+def test_shard_parts_are_exactly_tarfiles_bytes(tmp_path: Path, part_size: int) -> None:
+    """Long and non-ASCII names (pax headers), an empty file and block-sized files, cut at any part size."""
+    rng = random.Random(part_size)
+    sizes = {"images/" + "long-" * 30 + "name.jpg": 777, "images/caf\u00e9-\u6771\u4eac.jpg": 300}
+    sizes |= {f"images/{size:05d}.jpg": size for size in (0, 1, 511, 512, 513, 5000)}
+    for name, size in sizes.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(rng.randbytes(size))
+    members, stamps = _members_of(tmp_path, sorted(sizes))
+    shard = ShardParts(tmp_path, ShardPlan("shards/x.tar", tuple(members)), stamps, part_size)
+    parts = list(shard)
+    reference = _tarfile_bytes(tmp_path, members)
+    assert b"".join(parts) == reference
+    assert all(len(part) == part_size for part in parts[:-1]) and 0 < len(parts[-1]) <= part_size
+    assert (shard.size, shard.sha256) == (len(reference), hashlib.sha256(reference).hexdigest())
+    layout = plan_shards([(m.path, m.size) for m in members], 10**9)[0]
+    assert layout.footprint == len(reference)
+
+
+def test_shard_parts_refuse_a_file_changed_after_hashing(dataset: Path, tmp_path: Path) -> None:
+    rels = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg"))[:3]
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((dataset / rel).read_bytes())
+    members, stamps = _members_of(tmp_path, rels)
+    plan = ShardPlan("shards/x.tar", tuple(members))
+    assert b"".join(ShardParts(tmp_path, plan, stamps, 4096)) == _tarfile_bytes(tmp_path, members)
+    with open(tmp_path / rels[1], "ab") as fh:  # same mtime tick or not: the size changed too
+        fh.write(b"more")
+    with pytest.raises(UserError, match=rf"{rels[1]} changed while staging; re-run the command"):
+        list(ShardParts(tmp_path, plan, stamps, 4096))
 
 
 # -- index, sync planning, checkpoints ----------------------------------------------------------------

@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,25 +82,81 @@ def test_interrupted_stage_resumes_with_only_the_rest(
     s3_bucket: S3Bucket, dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri = s3_bucket.uri("resume")
-    real_upload = S3Store.upload_file
+    real_upload = S3Store.upload_parts
     shards_done: list[str] = []
 
-    def failing_upload(self: S3Store, path: Path, target: str, **kwargs: object) -> None:
-        if "/shards/" in target and len(shards_done) == 3:
+    def failing_upload(self: S3Store, parts: Iterable[bytes], target: str, **kwargs: Any) -> None:
+        if len(shards_done) == 3:
             raise ConnectionResetError("injected: the network went away")
-        real_upload(self, path, target, **kwargs)  # type: ignore[arg-type]
-        shards_done.extend([target] if "/shards/" in target else [])
+        real_upload(self, parts, target, **kwargs)
+        shards_done.append(target)
 
-    monkeypatch.setattr(S3Store, "upload_file", failing_upload)
+    monkeypatch.setattr(S3Store, "upload_parts", failing_upload)
     with pytest.raises(ConnectionResetError):
         stage_dataset(dataset, uri, shard_size=SMALL_SHARDS, workers=1)
     assert not exists(join(uri, MANIFEST_NAME))  # nobody may fetch a half-staged dataset
 
-    monkeypatch.setattr(S3Store, "upload_file", real_upload)
+    monkeypatch.setattr(S3Store, "upload_parts", real_upload)
     summary = stage_dataset(dataset, uri, shard_size=SMALL_SHARDS, workers=1)
     assert summary["shards"] > 4
     assert summary["uploaded_objects"] == summary["shards"] - 3
     assert summary["skipped_objects"] == 3 + summary["files"]
+
+
+PART = 5 * 2**20  # S3's smallest allowed part
+
+
+def _parts(count: int, fail_after: int | None = None) -> Iterator[bytes]:
+    for i in range(count):
+        if i == fail_after:
+            raise UserError("injected: a file changed while packing")
+        yield bytes([i]) * (PART if i < count - 1 else 1234)
+
+
+def test_upload_parts_streams_a_multipart_object(s3_bucket: S3Bucket) -> None:
+    store, seen = S3Store(), []
+    store.upload_parts(_parts(4), s3_bucket.uri("mp/obj"), concurrency=2, progress=seen.append)
+    body = s3_bucket.client().get_object(Bucket=s3_bucket.bucket, Key="mp/obj")["Body"].read()
+    assert body == b"".join(_parts(4))
+    assert sorted(seen) == [1234, PART, PART, PART]
+    store.upload_parts(iter([b"tiny"]), s3_bucket.uri("mp/one"))  # one part: a plain PUT
+    assert s3_bucket.client().head_object(Bucket=s3_bucket.bucket, Key="mp/one")["ETag"].count("-") == 0
+
+
+def test_upload_parts_survive_503s_and_dropped_connections(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FaultProxy(s3_bucket.endpoint, every=2, faults=("503", "drop")) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        S3Store().upload_parts(_parts(4), s3_bucket.uri("mp/flaky"), concurrency=2)
+    body = s3_bucket.client().get_object(Bucket=s3_bucket.bucket, Key="mp/flaky")["Body"].read()
+    assert body == b"".join(_parts(4))
+    assert proxy.injected["503"] >= 1 and proxy.injected["drop"] >= 1
+
+
+def test_upload_parts_failure_aborts_and_leaves_nothing(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, client = S3Store(), s3_bucket.client()
+    with pytest.raises(UserError, match="injected: a file changed"):
+        store.upload_parts(_parts(5, fail_after=3), s3_bucket.uri("mp/producer"), concurrency=2)
+
+    real = store.client.upload_part
+    calls: list[int] = []
+
+    def flaky_part(**kwargs: Any) -> Any:
+        calls.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] == 2:
+            raise ConnectionResetError("injected: the network went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(store.client, "upload_part", flaky_part)
+    with pytest.raises(ConnectionResetError):
+        store.upload_parts(_parts(8), s3_bucket.uri("mp/part"), concurrency=1)
+    assert max(calls) < 8  # it stopped pulling parts once one failed
+    listing = client.list_objects_v2(Bucket=s3_bucket.bucket, Prefix="mp/")
+    assert "Contents" not in listing
+    assert client.list_multipart_uploads(Bucket=s3_bucket.bucket).get("Uploads", []) == []
 
 
 def test_corrupted_shard_is_named_and_repaired_by_restaging(

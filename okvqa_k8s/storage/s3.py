@@ -8,9 +8,11 @@ Kubernetes Secret and never in a spec or a log line. Every botocore failure is t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -22,7 +24,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.storage.store import MULTIPART_CHUNK, ObjectInfo, Progress, TransientStorageError
+from okvqa_k8s.storage.store import MULTIPART_CHUNK, Buffer, ObjectInfo, Progress, TransientStorageError
 from okvqa_k8s.storage.uri import parse
 
 T = TypeVar("T")
@@ -224,6 +226,79 @@ class S3Store:
         subscribers = [_ProgressSubscriber(progress)] if progress else None
         with self._call(uri) as loc, self._transfer(concurrency) as manager:
             manager.upload(str(path), loc.bucket, loc.key, subscribers=subscribers).result()
+
+    def upload_parts(
+        self, parts: Iterable[Buffer], uri: str, *, concurrency: int = 4, progress: Progress | None = None
+    ) -> None:
+        """One PUT for a single part; otherwise a multipart upload fed while the producer runs.
+
+        At most `concurrency` parts are in flight, so memory stays near `concurrency + 1` parts however
+        large the object. Any failure (a part, or the producer refusing a changed file) aborts the
+        upload, so no invisible parts are left billed in the bucket.
+        """
+        chunks = iter(parts)
+        first = next(chunks, b"")
+        second = next(chunks, None)
+        with self._call(uri) as loc:
+            if second is None:
+                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=first)
+                if progress is not None:
+                    progress(len(first))
+                return
+            upload_id = self.client.create_multipart_upload(Bucket=loc.bucket, Key=loc.key)["UploadId"]
+            try:
+                etags = self._send_parts(
+                    loc, upload_id, itertools.chain((first, second), chunks), concurrency, progress
+                )
+                self.client.complete_multipart_upload(
+                    Bucket=loc.bucket,
+                    Key=loc.key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.client.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id)
+                raise
+
+    def _send_parts(
+        self,
+        loc: Any,
+        upload_id: str,
+        parts: Iterable[Buffer],
+        concurrency: int,
+        progress: Progress | None,
+    ) -> dict[int, str]:
+        """Upload parts from a bounded pool; the first failure stops pulling parts and is re-raised."""
+        etags: dict[int, str] = {}
+        slots = threading.BoundedSemaphore(max(1, concurrency))
+        failed = threading.Event()
+
+        def send(number: int, body: Buffer) -> None:
+            try:
+                reply = self.client.upload_part(
+                    Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+                etags[number] = reply["ETag"]
+                if progress is not None:
+                    progress(len(body))
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                slots.release()
+
+        futures = []
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="okvqa-part") as pool:
+            for number, body in enumerate(parts, start=1):
+                slots.acquire()
+                if failed.is_set():
+                    slots.release()
+                    break
+                futures.append(pool.submit(send, number, body))
+        for future in futures:
+            future.result()
+        return etags
 
     def download_file(
         self, uri: str, path: Path, *, concurrency: int = 4, progress: Progress | None = None

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import tarfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -66,6 +67,8 @@ class Member:
 
 @dataclass(frozen=True)
 class ShardPlan:
+    """A shard whose members are hashed: enough to decide whether the store already holds it."""
+
     name: str
     members: tuple[Member, ...]
 
@@ -85,29 +88,53 @@ def shard_name(index: int) -> str:
     return f"{SHARDS_DIR}/{IMAGES_DIR}-{index:05d}.tar"
 
 
-def plan_shards(members: list[Member], shard_size: int) -> list[ShardPlan]:
+@dataclass(frozen=True)
+class ShardLayout:
+    """Which files (path, size) go into a shard, decided before anything is hashed.
+
+    Sizes alone fix the layout, so each shard's members can be hashed by the worker that packs and
+    uploads it: hashing overlaps other shards' uploads instead of being a pass of its own first.
+    """
+
+    name: str
+    files: tuple[tuple[str, int], ...]
+
+    @property
+    def footprint(self) -> int:
+        """The tar's size, known before it is built (end-of-archive padding included)."""
+        data = sum(tar_footprint(size) for _, size in self.files) + 2 * TAR_BLOCK
+        return -(-data // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+    def with_hashes(self, hashes: Mapping[str, str]) -> ShardPlan:
+        return ShardPlan(self.name, tuple(Member(path, size, hashes[path]) for path, size in self.files))
+
+
+def plan_shards(files: Iterable[tuple[str, int]], shard_size: int) -> list[ShardLayout]:
     """Greedy fill in sorted path order: the same files always give the same shards, byte for byte.
 
-    A shard closes before the member that would push it past `shard_size`; a single file larger
-    than the target gets a shard of its own rather than failing.
+    A shard closes before the file that would push it past `shard_size`; a single file larger than
+    the target gets a shard of its own rather than failing.
     """
-    shards: list[ShardPlan] = []
-    current: list[Member] = []
+    shards: list[ShardLayout] = []
+    current: list[tuple[str, int]] = []
     used = 0
-    for member in sorted(members, key=lambda m: m.path):
-        footprint = tar_footprint(member.size)
+    for path, size in sorted(files):
+        footprint = tar_footprint(size)
         if current and used + footprint > shard_size:
-            shards.append(ShardPlan(shard_name(len(shards)), tuple(current)))
+            shards.append(ShardLayout(shard_name(len(shards)), tuple(current)))
             current, used = [], 0
-        current.append(member)
+        current.append((path, size))
         used += footprint
     if current:
-        shards.append(ShardPlan(shard_name(len(shards)), tuple(current)))
+        shards.append(ShardLayout(shard_name(len(shards)), tuple(current)))
     return shards
 
 
 def build_manifest(
-    files: list[Member], shards: list[ShardPlan], shard_digests: dict[str, tuple[int, str]], shard_size: int
+    files: Sequence[Member],
+    shards: Sequence[ShardPlan],
+    shard_digests: Mapping[str, tuple[int, str]],
+    shard_size: int,
 ) -> dict[str, Any]:
     """The staged dataset's table of contents; no timestamps, so identical data gives identical bytes."""
     return {

@@ -13,7 +13,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -23,6 +23,7 @@ from okvqa_k8s.fsutil import atomic_write_bytes
 from okvqa_k8s.storage.uri import parse
 
 T = TypeVar("T")
+Buffer = bytes | bytearray
 Progress = Callable[[int], None]
 
 WHOLE_OBJECT_ATTEMPTS = 4
@@ -73,6 +74,16 @@ class Store(Protocol):
         self, path: Path, uri: str, *, concurrency: int = 4, progress: Progress | None = None
     ) -> None: ...
 
+    def upload_parts(
+        self, parts: Iterable[Buffer], uri: str, *, concurrency: int = 4, progress: Progress | None = None
+    ) -> None:
+        """Store the concatenation of `parts`, uploading each while later ones are still produced.
+
+        Every part but the last must be MULTIPART_CHUNK bytes (S3 multipart rules); a part may be
+        handed to another thread, so the producer must not reuse its buffer.
+        """
+        ...
+
     def download_file(
         self, uri: str, path: Path, *, concurrency: int = 4, progress: Progress | None = None
     ) -> None:
@@ -84,18 +95,24 @@ class Store(Protocol):
     def delete_prefix(self, prefix_uri: str) -> int: ...
 
 
-def _copy_atomic(src: Path, dest: Path, progress: Progress | None) -> None:
-    """Copy through a temp sibling so a reader never sees a half-copied file."""
+@contextlib.contextmanager
+def _temp_sibling(dest: Path) -> Iterator[str]:
+    """A temp file next to `dest` that replaces it only if the block succeeds: no half-written file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        yield tmp
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _copy_atomic(src: Path, dest: Path, progress: Progress | None) -> None:
+    with _temp_sibling(dest) as tmp:
+        shutil.copyfile(src, tmp)
     if progress is not None:
         progress(dest.stat().st_size)
 
@@ -137,6 +154,15 @@ class LocalStore:
         self, path: Path, uri: str, *, concurrency: int = 4, progress: Progress | None = None
     ) -> None:
         _copy_atomic(Path(path), self._path(uri), progress)
+
+    def upload_parts(
+        self, parts: Iterable[Buffer], uri: str, *, concurrency: int = 4, progress: Progress | None = None
+    ) -> None:
+        with _temp_sibling(self._path(uri)) as tmp, open(tmp, "wb") as fh:
+            for part in parts:
+                fh.write(part)
+                if progress is not None:
+                    progress(len(part))
 
     def download_file(
         self, uri: str, path: Path, *, concurrency: int = 4, progress: Progress | None = None
