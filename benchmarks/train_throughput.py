@@ -107,20 +107,19 @@ def train_flops(
 
 
 def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
-    import deepspeed
     import torch
     from transformers import LlavaForConditionalGeneration
 
     from okvqa_k8s.spec import FineTuneSpec
     from okvqa_k8s.train.data import rank_batches
     from okvqa_k8s.train.ds_config import load_ds_config
-    from okvqa_k8s.train.engine import make_engine
+    from okvqa_k8s.train.engine import init_distributed, make_engine
     from okvqa_k8s.train.env import single_process_rendezvous
     from okvqa_k8s.train.model import attention_implementation, torch_dtype
 
     single_process_rendezvous(os.environ)  # type: ignore[arg-type]
+    init_distributed()
     cuda = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False)
     device = torch.device("cuda:0" if cuda else "cpu")
     with tempfile.TemporaryDirectory() as work:
         lengths, tiny = text_lengths(Path(cfg["dataset"]) if cfg["dataset"] else None, Path(work))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +212,46 @@ def test_unknown_deepspeed_flag_fails_before_any_process_group(
     spec_file.write_text(yaml.safe_dump(tiny_spec(tiny_model, str(prepared_dataset), str(tmp_path / "out"))))
     with pytest.raises(UserError, match="--deepspeed"):
         run_cli(["--spec", str(spec_file), "--deepspeed", "zero9"])
+
+
+def test_cpu_training_runs_where_no_cxx_compiler_exists(
+    tiny_model: Path, prepared_dataset: Path, tmp_path: Path
+) -> None:
+    """The runtime image has no C++ compiler: DeepSpeed's CPU accelerator must not try to JIT its shm op.
+
+    Without the fix DeepSpeed runs `c++` on the first process group and the pod dies ("c++: not found").
+    """
+    spec_file = tmp_path / "spec.yaml"
+    doc = tiny_spec(tiny_model, str(prepared_dataset), str(tmp_path / "out"), maxSteps=2, saveSteps=2)
+    spec_file.write_text(yaml.safe_dump(doc))
+    bin_dir = Path(sys.executable).parent  # python and the console scripts, no compiler
+    assert shutil.which("c++", path=str(bin_dir)) is None
+    env = {
+        **os.environ,
+        **single_rank_env(),
+        "PATH": str(bin_dir),
+        "DS_ACCELERATOR": "cpu",
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions"),  # nothing built earlier can be reused
+        "OKVQA_PROGRESS": "0",
+    }
+    env.pop("CXX", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "okvqa_k8s.cli",
+            "train",
+            "--spec",
+            str(spec_file),
+            "--scratch",
+            str(tmp_path / "s"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shared-memory allreduce is off" in result.stderr
+    assert (tmp_path / "out" / "_COMPLETE").is_file()
+    assert not (tmp_path / "extensions" / "deepspeed_shm_comm").exists()

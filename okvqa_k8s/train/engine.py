@@ -7,11 +7,49 @@ DeepSpeed ends up stepping.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import shutil
 from typing import Any
 
 from okvqa_k8s.spec import FineTuneSpec
 from okvqa_k8s.train.ds_config import fill_auto
+
+# DeepSpeed's CPU accelerator builds this op (an intra-node shared-memory allreduce) with the C++
+# compiler the first time a process group starts. It is only a faster allreduce, and plain gloo works.
+SHM_COMM_OP = "deepspeed_shm_comm"
+log = logging.getLogger(__name__)
+
+
+def skip_ops_that_cannot_build() -> bool:
+    """On the CPU accelerator with no C++ compiler, tell DeepSpeed its shm allreduce op is unavailable.
+
+    Why: DeepSpeed JIT-compiles the op when the first process group starts, and it raises when `c++`
+    is missing. Our runtime image has no compiler (it ships CUDA-built ops), so every CPU pod on kind
+    would crash at start. Marked incompatible, DeepSpeed uses torch.distributed's gloo allreduce. It
+    also saves the 25-80 s compile at every pod start. Returns whether the op was switched off.
+    """
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu" or shutil.which(os.environ.get("CXX", "c++")):
+        return False
+    import deepspeed.ops
+
+    # DeepSpeed probes compatibility once per process and keeps this dict; its own comment says edits persist.
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+    return True
+
+
+def init_distributed() -> None:
+    """DeepSpeed's process group: NCCL on GPUs, gloo on CPUs (the trainer and the benchmark share this)."""
+    import deepspeed
+    import torch
+
+    if skip_ops_that_cannot_build():
+        log.info("no C++ compiler: DeepSpeed's shared-memory allreduce is off, gloo's allreduce is used")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
 def make_engine(

@@ -137,12 +137,11 @@ def train(spec: FineTuneSpec, options: RunOptions, environ: dict[str, str] | Non
     if not env.launched:
         single_process_rendezvous(environ)  # type: ignore[arg-type]
 
-    import deepspeed
-    import torch
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    from okvqa_k8s.train.engine import init_distributed
+
+    init_distributed()
     try:
         return _Run(spec, options, env, ds_config).execute()
     finally:
