@@ -185,7 +185,9 @@ def floor_s(cost: Cost, cpus: int) -> float | None:
 
     Even a client that cost nothing cannot move the bytes faster than the server can take them in.
     """
-    return None if cost.server_cpu is None else cost.server_cpu / cpus
+    if not cost.server_cpu:  # unknown (--endpoint), or below the clock's 10 ms tick on a tiny run
+        return None
+    return cost.server_cpu / cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,11 +268,9 @@ def report(
         floor = floor_s(ours, cpus)
         best[name] = None if floor is None else round(baseline.wall / floor, 2)
     print(f"speed-up (b)/(a): upload {speedup['upload']:.1f}x, download {speedup['download']:.1f}x")
-    if best["upload"] is not None:
-        print(
-            "best possible here (server CPU of (b) spread over every core, a client costing nothing): "
-            f"upload {best['upload']:.1f}x, download {best['download']:.1f}x"
-        )
+    known = ", ".join(f"{name} {ratio:.1f}x" for name, ratio in best.items() if ratio is not None)
+    if known:
+        print(f"best possible here (server CPU of (b) over every core, a client costing nothing): {known}")
     print(f"server ceiling (one 64 MiB object): put {ceiling[0]:.1f} MB/s, get {ceiling[1]:.1f} MB/s")
     if args.json:
         results = {

@@ -9,7 +9,10 @@ import json
 import os
 import random
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -19,6 +22,7 @@ from okvqa_k8s.fsutil import sha256_file
 from okvqa_k8s.storage import (
     FETCH_MARKER,
     MANIFEST_NAME,
+    LocalStore,
     delete_prefix,
     exists,
     fetch_dataset,
@@ -43,6 +47,7 @@ from okvqa_k8s.storage.shards import (
     check_member,
     missing_member,
     parse_manifest,
+    part_size_for,
     plan_shards,
     safe_relpath,
     tar_footprint,
@@ -286,6 +291,59 @@ def test_shard_parts_refuse_a_file_changed_after_hashing(dataset: Path, tmp_path
         list(ShardParts(tmp_path, plan, stamps, 4096))
 
 
+def test_shard_parts_refuse_a_file_rewritten_in_place_while_it_is_packed(tmp_path: Path) -> None:
+    """Same size, rewritten after packing began: only the stamp taken after reading can see it."""
+    big = tmp_path / "images" / "big.jpg"
+    big.parent.mkdir()
+    big.write_bytes(random.Random(1).randbytes(40_000))
+    members, stamps = _members_of(tmp_path, ["images/big.jpg"])
+    time.sleep(0.05)  # a later tick of the kernel's coarse timestamp clock (kernels without multigrain ctime)
+    parts = iter(ShardParts(tmp_path, ShardPlan("shards/x.tar", tuple(members)), stamps, 4096))
+    next(parts)  # the first part is out: the file is open and half read
+    with open(big, "r+b") as fh:
+        fh.seek(30_000)
+        fh.write(b"x" * 100)
+    with pytest.raises(UserError, match=r"big\.jpg changed while staging"):
+        list(parts)
+
+
+def test_layout_footprint_counts_pax_headers_and_part_size_respects_the_part_limit() -> None:
+    files = [(f"images/{'n' * 110}-{i}.jpg", 700 + i) for i in range(20)] + [("images/caf\u00e9.jpg", 5)]
+    layout = plan_shards(files, 10**9)[0]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, size in layout.files:
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = size, 0, 0o644
+            tar.addfile(info, io.BytesIO(bytes(size)))
+    assert layout.footprint == len(buf.getvalue())
+    assert part_size_for(10**9, 16 * 2**20) == 16 * 2**20
+    assert part_size_for(200 * 2**30, 16 * 2**20) == 21 * 2**20  # 10,000 parts of 20.48 MiB, rounded up
+    assert -(-200 * 2**30 // part_size_for(200 * 2**30, 16 * 2**20)) <= 10_000
+
+
+def test_a_failed_attempt_takes_back_its_progress(tmp_path: Path) -> None:
+    """A retried upload must not push the bar past its total: the failed attempt's bytes are taken back."""
+    from okvqa_k8s.storage.store import TransientStorageError
+    from okvqa_k8s.storage.transfer import _upload_verified
+
+    target = tmp_path / "obj"
+    seen: list[int] = []
+    attempts: list[int] = []
+
+    def upload(report: Callable[[int], None]) -> SimpleNamespace:
+        attempts.append(len(attempts))
+        report(6)
+        if len(attempts) == 1:
+            raise TransientStorageError("injected: the connection dropped after 6 bytes")
+        target.write_bytes(b"0123456789")
+        report(4)
+        return SimpleNamespace(size=10)
+
+    _, info = _upload_verified(LocalStore(), str(target), upload, seen.append)  # type: ignore[arg-type]
+    assert len(attempts) == 2 and seen == [6, -6, 6, 4] and info.size == 10
+
+
 # -- index, sync planning, checkpoints ----------------------------------------------------------------
 def test_index_entries_are_trusted_only_while_the_object_is_unchanged() -> None:
     raw = {
@@ -343,6 +401,21 @@ def test_local_stage_fetch_round_trip(dataset: Path, tmp_path: Path) -> None:
     assert (out / FETCH_MARKER).stat().st_mtime_ns == marker
     with pytest.raises(UserError, match=r"shards/images-00000\.tar is listed in the manifest but missing"):
         fetch_dataset(target, tmp_path / "second")
+
+
+def test_stage_skips_a_dangling_link_and_stages_a_linked_image(dataset: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.json").write_text("[]")
+    (src / "images").mkdir()
+    image = next(dataset.rglob("*.jpg"))
+    (src / "images" / "linked.jpg").symlink_to(image)
+    (src / "images" / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    summary = stage_dataset(src, str(tmp_path / "staged"))
+    assert summary["images"] == 1
+    copy = fetch_dataset(str(tmp_path / "staged"), tmp_path / "copy")
+    assert (copy / "images" / "linked.jpg").read_bytes() == image.read_bytes()
+    assert not (copy / "images" / "dangling.jpg").exists()
 
 
 def test_local_fetch_refuses_to_replace_a_foreign_directory(dataset: Path, tmp_path: Path) -> None:

@@ -150,10 +150,18 @@ def test_upload_parts_failure_aborts_and_leaves_nothing(
             raise ConnectionResetError("injected: the network went away")
         return real(**kwargs)
 
+    def producer() -> Iterator[bytes]:
+        try:
+            yield from _parts(8)
+        finally:
+            closed.append(True)  # a real producer closes the image file it is reading here
+
+    closed: list[bool] = []
     monkeypatch.setattr(store.client, "upload_part", flaky_part)
     with pytest.raises(ConnectionResetError):
-        store.upload_parts(_parts(8), s3_bucket.uri("mp/part"), concurrency=1)
+        store.upload_parts(producer(), s3_bucket.uri("mp/part"), concurrency=1)
     assert max(calls) < 8  # it stopped pulling parts once one failed
+    assert closed == [True]  # ...and closed the producer at once, not at the next garbage collection
     listing = client.list_objects_v2(Bucket=s3_bucket.bucket, Prefix="mp/")
     assert "Contents" not in listing
     assert client.list_multipart_uploads(Bucket=s3_bucket.bucket).get("Uploads", []) == []

@@ -24,7 +24,14 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.storage.store import MULTIPART_CHUNK, Buffer, ObjectInfo, Progress, TransientStorageError
+from okvqa_k8s.storage.store import (
+    MULTIPART_CHUNK,
+    Buffer,
+    ObjectInfo,
+    Progress,
+    TransientStorageError,
+    producing,
+)
 from okvqa_k8s.storage.uri import parse
 
 T = TypeVar("T")
@@ -236,20 +243,17 @@ class S3Store:
         large the object. Any failure (a part, or the producer refusing a changed file) aborts the
         upload, so no invisible parts are left billed in the bucket.
         """
-        chunks = iter(parts)
-        first = next(chunks, b"")
-        second = next(chunks, None)
-        with self._call(uri) as loc:
-            if second is None:
-                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=first)
+        with producing(parts) as chunks, self._call(uri) as loc:
+            head = list(itertools.islice(chunks, 2))
+            if len(head) < 2:
+                body = head[0] if head else b""
+                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
                 if progress is not None:
-                    progress(len(first))
+                    progress(len(body))
                 return
             upload_id = self.client.create_multipart_upload(Bucket=loc.bucket, Key=loc.key)["UploadId"]
             try:
-                etags = self._send_parts(
-                    loc, upload_id, itertools.chain((first, second), chunks), concurrency, progress
-                )
+                etags = self._send_parts(loc, upload_id, _handing_over(head, chunks), concurrency, progress)
                 self.client.complete_multipart_upload(
                     Bucket=loc.bucket,
                     Key=loc.key,
@@ -296,6 +300,7 @@ class S3Store:
                     slots.release()
                     break
                 futures.append(pool.submit(send, number, body))
+                del body  # the pool holds it now: memory stays at `concurrency` parts plus one filling
         for future in futures:
             future.result()
         return etags
@@ -321,6 +326,13 @@ class S3Store:
                 batch = [{"Key": prefix + key} for key in keys[start : start + 1000]]
                 self.client.delete_objects(Bucket=loc.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+
+def _handing_over(head: list[Buffer], rest: Iterator[Buffer]) -> Iterator[Buffer]:
+    """`head` then `rest`, dropping each head part once it is handed on so it is not held to the end."""
+    while head:
+        yield head.pop(0)
+    yield from rest
 
 
 _STORES: dict[tuple[str | None, ...], S3Store] = {}

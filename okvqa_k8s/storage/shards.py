@@ -80,8 +80,26 @@ class ShardPlan:
 
 
 def tar_footprint(size: int) -> int:
-    """Bytes a regular file of `size` occupies in a ustar/pax archive: header + data padded to a block."""
+    """Bytes a regular file of `size` occupies in a ustar archive: header + data padded to a block.
+
+    Names over 100 bytes or outside ASCII add a pax header; planning ignores that (a shard may end a
+    little past its target), `ShardLayout.footprint` counts it exactly.
+    """
     return TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
+
+
+def member_header(path: str, size: int) -> bytes:
+    """The header block(s) tarfile writes for a regular file with the project's fixed metadata
+    (mtime 0, mode 0644, root-owned), pax header included when the name needs one."""
+    info = tarfile.TarInfo(path)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def part_size_for(total: int, minimum: int, max_parts: int = 10_000) -> int:
+    """`minimum`, or a larger MiB multiple when `total` would otherwise need more than S3's 10,000 parts."""
+    needed = -(-total // max_parts)
+    return max(minimum, -(-needed // 2**20) * 2**20)
 
 
 def shard_name(index: int) -> str:
@@ -101,8 +119,10 @@ class ShardLayout:
 
     @property
     def footprint(self) -> int:
-        """The tar's size, known before it is built (end-of-archive padding included)."""
-        data = sum(tar_footprint(size) for _, size in self.files) + 2 * TAR_BLOCK
+        """The tar's exact size, known before it is built (pax headers and end padding included)."""
+        data = 2 * TAR_BLOCK + sum(
+            len(member_header(path, size)) + -(-size // TAR_BLOCK) * TAR_BLOCK for path, size in self.files
+        )
         return -(-data // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
     def with_hashes(self, hashes: Mapping[str, str]) -> ShardPlan:

@@ -96,6 +96,22 @@ class Store(Protocol):
 
 
 @contextlib.contextmanager
+def producing(parts: Iterable[Buffer]) -> Iterator[Iterator[Buffer]]:
+    """An iterator over `parts` that is closed on the way out, failure included.
+
+    A failed upload stops pulling parts; closing the producer (a generator packing a shard) releases its
+    open file and part buffer now instead of whenever the garbage collector breaks the exception's cycle.
+    """
+    iterator = iter(parts)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+@contextlib.contextmanager
 def _temp_sibling(dest: Path) -> Iterator[str]:
     """A temp file next to `dest` that replaces it only if the block succeeds: no half-written file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -158,8 +174,8 @@ class LocalStore:
     def upload_parts(
         self, parts: Iterable[Buffer], uri: str, *, concurrency: int = 4, progress: Progress | None = None
     ) -> None:
-        with _temp_sibling(self._path(uri)) as tmp, open(tmp, "wb") as fh:
-            for part in parts:
+        with producing(parts) as chunks, _temp_sibling(self._path(uri)) as tmp, open(tmp, "wb") as fh:
+            for part in chunks:
                 fh.write(part)
                 if progress is not None:
                     progress(len(part))

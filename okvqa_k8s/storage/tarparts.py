@@ -20,22 +20,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.storage.shards import ShardPlan
+from okvqa_k8s.storage.shards import ShardPlan, member_header
 
-# What a file looked like when it was hashed: (size, mtime in ns). Packing refuses a file whose stamp
-# moved since, so the shard always holds the bytes the manifest's sha256 describes.
-Stamp = tuple[int, int]
+# What a file looked like when it was listed, before it was hashed: (inode, size, mtime, ctime in ns).
+# Any write changes ctime, and a tool that restores mtime cannot restore ctime, so a stamp that is the same
+# before and after packing means the packed bytes are the bytes that were hashed (git's index relies on
+# the same fields). The shard therefore always holds what the manifest's sha256 describes.
+Stamp = tuple[int, int, int, int]
 
 
 def stamp_of(st: os.stat_result) -> Stamp:
-    return st.st_size, st.st_mtime_ns
-
-
-def member_header(path: str, size: int) -> bytes:
-    """The header block(s) tarfile writes for a regular file with the project's fixed metadata."""
-    info = tarfile.TarInfo(path)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 class ShardParts:
@@ -105,6 +100,7 @@ class ShardParts:
             offset += take
 
     def _copy_file(self, rel: str, size: int) -> Iterator[bytearray]:
+        """The file's bytes, read straight into the part buffer; its stamp must hold before and after."""
         path = self._src / rel
         changed = UserError(f"{path} changed while staging; re-run the command")
         with open(path, "rb") as fh:
@@ -120,5 +116,5 @@ class ShardParts:
                     raise changed
                 self._filled += got
                 remaining -= got
-            if fh.read(1):
+            if fh.read(1) or stamp_of(os.fstat(fh.fileno())) != self._stamps[rel]:
                 raise changed

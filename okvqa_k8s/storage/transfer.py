@@ -15,7 +15,7 @@ import tarfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.fsutil import CHUNK, atomic_directory, atomic_write_json, sha256_file
@@ -33,6 +33,7 @@ from okvqa_k8s.storage.shards import (
     check_member,
     missing_member,
     parse_manifest,
+    part_size_for,
     plan_shards,
     safe_relpath,
 )
@@ -47,8 +48,6 @@ from okvqa_k8s.storage.store import (
 )
 from okvqa_k8s.storage.tarparts import ShardParts, Stamp, stamp_of
 from okvqa_k8s.storage.uri import join
-
-T = TypeVar("T")
 
 FETCH_MARKER = ".okvqa-fetched.json"
 DEFAULT_SHARD_SIZE = 256 * 2**20
@@ -76,6 +75,8 @@ class _HashingReader:
 
     def read(self, size: int) -> bytes:
         """Up to `size` bytes (fewer at a piece boundary, like a raw stream); b"" only at the end."""
+        if size < 0:
+            raise ValueError("_HashingReader.read needs a size: it serves at most one piece per call")
         if self._offset == len(self._piece):
             self._piece = self._raw.read(CHUNK)
             self._offset = 0
@@ -102,7 +103,10 @@ def _scan(src: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict
         for name in sorted(names):
             path = Path(dirpath) / name
             rel = path.relative_to(src).as_posix()
-            st = path.stat()
+            try:
+                st = path.stat()  # follows links: a link to an image stages the image
+            except FileNotFoundError:  # a dangling link, or a file removed since the walk
+                continue
             if rel == FETCH_MARKER or not stat.S_ISREG(st.st_mode):
                 continue
             stamps[rel] = stamp_of(st)
@@ -125,19 +129,40 @@ def _once(action: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _upload_verified(store: Store, uri: str, upload: Callable[[], T]) -> tuple[T, ObjectInfo]:
-    """Run `upload` (it returns something with a `.size`) and confirm the store holds that many bytes.
+class _Sized(Protocol):
+    @property
+    def size(self) -> int: ...
 
-    Retried whole on transient failures; the returned info's ETag goes into the index.
+
+S = TypeVar("S", bound=_Sized)
+
+
+def _upload_verified(
+    store: Store, uri: str, upload: Callable[[Progress], S], progress: Progress
+) -> tuple[S, ObjectInfo]:
+    """Run `upload` and confirm the store holds as many bytes as the result's `size`.
+
+    Retried whole on transient failures. A failed attempt takes back the bytes it reported, so the bar
+    never runs past its total. The returned info's ETag goes into the index.
     """
 
-    def attempt() -> tuple[T, ObjectInfo]:
-        result = upload()
-        size = result.size  # type: ignore[attr-defined]
-        info = store.info(uri)
-        if info is None or info.size != size:
-            held = "nothing" if info is None else f"{info.size} bytes"
-            raise ChecksumMismatch(f"{uri}: uploaded {size} bytes but the store holds {held}")
+    def attempt() -> tuple[S, ObjectInfo]:
+        lock, sent = threading.Lock(), [0]
+
+        def report(count: int) -> None:
+            with lock:
+                sent[0] += count
+            progress(count)
+
+        try:
+            result = upload(report)
+            info = store.info(uri)
+            if info is None or info.size != result.size:
+                held = "nothing" if info is None else f"{info.size} bytes"
+                raise ChecksumMismatch(f"{uri}: uploaded {result.size} bytes but the store holds {held}")
+        except BaseException:
+            progress(-sent[0])
+            raise
         return result, info
 
     return with_retries(attempt)
@@ -187,11 +212,11 @@ def stage_dataset(
             withdraw_manifest()
             target = join(uri, rel)
 
-            def send() -> Member:
-                store.upload_file(src / rel, target, concurrency=concurrency, progress=progress.update)
+            def send(report: Progress) -> Member:
+                store.upload_file(src / rel, target, concurrency=concurrency, progress=report)
                 return member
 
-            _, info = _upload_verified(store, target, send)
+            _, info = _upload_verified(store, target, send, progress.update)
             index.record(rel, member.sha256, info)
             return member, True
 
@@ -203,12 +228,12 @@ def stage_dataset(
             withdraw_manifest()
             target = join(uri, plan.name)
 
-            def send() -> ShardParts:
-                parts = ShardParts(src, plan, stamps, MULTIPART_CHUNK)
-                store.upload_parts(parts, target, concurrency=concurrency, progress=progress.update)
+            def send(report: Progress) -> ShardParts:
+                parts = ShardParts(src, plan, stamps, part_size_for(layout.footprint, MULTIPART_CHUNK))
+                store.upload_parts(parts, target, concurrency=concurrency, progress=report)
                 return parts
 
-            shard, info = _upload_verified(store, target, send)
+            shard, info = _upload_verified(store, target, send, progress.update)
             index.record(plan.name, shard.sha256, info, content=plan.content_digest)
             return plan, True
 
@@ -308,10 +333,10 @@ def _extract_stream(
     """Verify and extract a shard as it streams in, with no temp copy of the tar.
 
     Every member is checked before a byte of it is written; the shard's sha256, checked at the end,
-    covers every member's bytes (staging verified each member's sha256 while building the tar, so
-    hashing members again here would only double the CPU cost). On any failure this shard's files are
-    removed again (and the caller's atomic directory discards everything): nothing of a refused shard
-    survives.
+    covers every member's bytes (staging packed each member only if its stamp was unchanged since it
+    was hashed, so hashing members again here would only double the CPU cost). On any failure this
+    shard's files are removed again (and the caller's atomic directory discards everything): nothing of
+    a refused shard survives.
     """
     reader = _HashingReader(stream, progress)
     expected = {m["path"]: m["size"] for m in shard["members"]}
