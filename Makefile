@@ -5,8 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
+# Every image runs Python 3.12 (ubuntu24.04's python3, python:3.12-slim), the venv 3.11: the tests that need
+# no torch (operator, storage, serving, CLI) run on 3.12 as well.
+IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12))
+IMAGE_VENV ?= .venv-py312
+IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py storage.py storage_s3.py storage_seaweedfs.py kube_cli.py \
+	kube_cluster.py kube_crd.py kube_decide.py kube_operator.py kube_render.py data_prepare.py data_synth.py \
+	metric.py eval_score.py eval_client.py eval_report.py serve_batching.py serve_images.py)
 
-.PHONY: help venv test test-fast test-slow lint demo testenv tools chart kind-up kind-down images clean
+.PHONY: help venv test test-fast test-slow test-image-python lint demo testenv tools chart kind-up kind-down images clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,10 +33,24 @@ test-fast: venv tools ## the default test run (no multi-process training)
 test-slow: venv ## multi-process (torchrun, DeepSpeed) training tests
 	$(BIN)/pytest -m slow || test $$? -eq 5  # 5: none selected
 
-test: venv tools ## everything CI runs: lint, default tests, slow tests
+test: venv tools ## everything CI runs: lint, default tests, slow tests, the torch-free tests on Python 3.12
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-slow
+	$(MAKE) --no-print-directory test-image-python
+
+$(IMAGE_VENV)/.installed: pyproject.toml
+	test -x $(IMAGE_VENV)/bin/python || $(IMAGE_PYTHON) -m venv $(IMAGE_VENV)
+	PYTHON=$(IMAGE_VENV)/bin/python bash images/pip-install.sh . serve,kube,dev --quiet -e
+	touch $@
+
+test-image-python: tools ## the tests that need no torch, on Python 3.12 (the images' interpreter)
+ifeq ($(IMAGE_PYTHON),)
+	@echo "test-image-python: skipped, no Python 3.12 found (set IMAGE_PYTHON=/path/to/python3.12)"
+else
+	$(MAKE) --no-print-directory $(IMAGE_VENV)/.installed
+	PATH="$(CURDIR)/$(IMAGE_VENV)/bin:$$PATH" $(IMAGE_VENV)/bin/pytest -p no:cacheprovider $(IMAGE_TESTS)
+endif
 
 lint: venv ## ruff
 	$(BIN)/ruff check .
@@ -56,5 +77,5 @@ kind-down: ## delete the kind cluster
 images: ## build trainer, server and operator images (needs Docker)
 	bash images/build.sh
 
-clean: ## remove the venv and demo outputs
-	rm -rf $(VENV) demo
+clean: ## remove the venvs and demo outputs
+	rm -rf $(VENV) $(IMAGE_VENV) demo
