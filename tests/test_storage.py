@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -416,6 +417,24 @@ def test_stage_skips_a_dangling_link_and_stages_a_linked_image(dataset: Path, tm
     copy = fetch_dataset(str(tmp_path / "staged"), tmp_path / "copy")
     assert (copy / "images" / "linked.jpg").read_bytes() == image.read_bytes()
     assert not (copy / "images" / "dangling.jpg").exists()
+
+
+def test_stage_refuses_a_json_file_rewritten_while_it_uploads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.json").write_text("[1]")
+    real = LocalStore.upload_file
+
+    def upload_then_rewrite(self: LocalStore, path: Path, uri: str, **kwargs: Any) -> None:
+        real(self, path, uri, **kwargs)
+        path.write_text("[1, 2]")  # another process writes the file meanwhile
+
+    monkeypatch.setattr(LocalStore, "upload_file", upload_then_rewrite)
+    with pytest.raises(UserError, match=r"train\.json changed while staging; re-run the command"):
+        stage_dataset(src, str(tmp_path / "staged"))
+    assert not (tmp_path / "staged" / MANIFEST_NAME).exists()
 
 
 def test_local_fetch_refuses_to_replace_a_foreign_directory(dataset: Path, tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ def stamp_of(st: os.stat_result) -> Stamp:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+def changed_while_staging(path: Path) -> UserError:
+    return UserError(f"{path} changed while staging; re-run the command")
+
+
 class ShardParts:
     """Iterate to get the shard's bytes as parts of `part_size` (the last one shorter); afterwards
     `size` and `sha256` describe the whole archive.
@@ -102,7 +106,7 @@ class ShardParts:
     def _copy_file(self, rel: str, size: int) -> Iterator[bytearray]:
         """The file's bytes, read straight into the part buffer; its stamp must hold before and after."""
         path = self._src / rel
-        changed = UserError(f"{path} changed while staging; re-run the command")
+        changed = changed_while_staging(path)
         with open(path, "rb") as fh:
             if stamp_of(os.fstat(fh.fileno())) != self._stamps[rel]:
                 raise changed

@@ -46,7 +46,7 @@ from okvqa_k8s.storage.store import (
     store_for,
     with_retries,
 )
-from okvqa_k8s.storage.tarparts import ShardParts, Stamp, stamp_of
+from okvqa_k8s.storage.tarparts import ShardParts, Stamp, changed_while_staging, stamp_of
 from okvqa_k8s.storage.uri import join
 
 FETCH_MARKER = ".okvqa-fetched.json"
@@ -214,6 +214,8 @@ def stage_dataset(
 
             def send(report: Progress) -> Member:
                 store.upload_file(src / rel, target, concurrency=concurrency, progress=report)
+                if stamp_of((src / rel).stat()) != stamps[rel]:  # the bytes sent may not be the ones hashed
+                    raise changed_while_staging(src / rel)
                 return member
 
             _, info = _upload_verified(store, target, send, progress.update)
