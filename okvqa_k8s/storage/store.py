@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.fsutil import atomic_write_bytes
+from okvqa_k8s.fsutil import atomic_path, atomic_write_bytes
 from okvqa_k8s.storage.uri import parse
 
 T = TypeVar("T")
@@ -111,23 +110,8 @@ def producing(parts: Iterable[Buffer]) -> Iterator[Iterator[Buffer]]:
             close()
 
 
-@contextlib.contextmanager
-def _temp_sibling(dest: Path) -> Iterator[str]:
-    """A temp file next to `dest` that replaces it only if the block succeeds: no half-written file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _copy_atomic(src: Path, dest: Path, progress: Progress | None) -> None:
-    with _temp_sibling(dest) as tmp:
+    with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
     if progress is not None:
         progress(dest.stat().st_size)
@@ -174,7 +158,7 @@ class LocalStore:
     def upload_parts(
         self, parts: Iterable[Buffer], uri: str, *, concurrency: int = 4, progress: Progress | None = None
     ) -> None:
-        with producing(parts) as chunks, _temp_sibling(self._path(uri)) as tmp, open(tmp, "wb") as fh:
+        with producing(parts) as chunks, atomic_path(self._path(uri)) as tmp, open(tmp, "wb") as fh:
             for part in chunks:
                 fh.write(part)
                 if progress is not None:

@@ -248,7 +248,8 @@ def stage_dataset(
 
     files: list[Member] = [member for member, _ in results[: len(small)]]
     plans: list[ShardPlan] = [plan for plan, _ in results[len(small) :]]
-    sent = {getattr(obj, "path", None) or obj.name for obj, uploaded in results if uploaded}
+    sent_files = [member for member, uploaded in results[: len(small)] if uploaded]
+    sent_shards = [plan for plan, uploaded in results[len(small) :] if uploaded]
     digests = {p.name: (index.get(p.name)["size"], index.get(p.name)["sha256"]) for p in plans}  # type: ignore[index]
     manifest = build_manifest(files, plans, digests, shard_size)
     raw = json.dumps(manifest, indent=1).encode()
@@ -268,10 +269,9 @@ def stage_dataset(
         "images": len(images),
         "shards": len(plans),
         "total_bytes": manifest["total_bytes"],
-        "uploaded_objects": len(sent),
-        "uploaded_bytes": sum(f.size for f in files if f.path in sent)
-        + sum(digests[p.name][0] for p in plans if p.name in sent),
-        "skipped_objects": len(files) + len(plans) - len(sent),
+        "uploaded_objects": len(sent_files) + len(sent_shards),
+        "uploaded_bytes": sum(f.size for f in sent_files) + sum(digests[p.name][0] for p in sent_shards),
+        "skipped_objects": len(files) + len(plans) - len(sent_files) - len(sent_shards),
         "verified": verify,
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
     }
