@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 # no torch (operator, storage, serving, CLI) run on 3.12 as well.
 IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12))
 IMAGE_VENV ?= .venv-py312
-IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py storage.py storage_s3.py storage_seaweedfs.py kube_cli.py \
+IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py testenv_paths.py storage.py storage_s3.py storage_seaweedfs.py kube_cli.py \
 	kube_cluster.py kube_crd.py kube_decide.py kube_operator.py kube_render.py data_prepare.py data_synth.py \
 	metric.py eval_score.py eval_client.py eval_report.py serve_batching.py serve_images.py)
 
@@ -18,11 +18,12 @@ IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py storage.py storage_s3.py s
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml testenv/pyproject.toml
 	@echo "==> creating $(VENV) and installing okvqa-k8s with all extras (torch==2.13.0, CPU here)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	PYTHON=$(BIN)/python bash images/pip-install.sh . train,serve,kube,dev --quiet -e
+	$(BIN)/pip install --quiet -e ./testenv
 	touch $@
 
 venv: $(BIN)/.installed ## create the virtual environment
@@ -39,9 +40,10 @@ test: venv tools ## everything CI runs: lint, default tests, slow tests, the tor
 	$(MAKE) --no-print-directory test-slow
 	$(MAKE) --no-print-directory test-image-python
 
-$(IMAGE_VENV)/.installed: pyproject.toml
+$(IMAGE_VENV)/.installed: pyproject.toml testenv/pyproject.toml
 	test -x $(IMAGE_VENV)/bin/python || $(IMAGE_PYTHON) -m venv $(IMAGE_VENV)
 	PYTHON=$(IMAGE_VENV)/bin/python bash images/pip-install.sh . serve,kube,dev --quiet -e
+	$(IMAGE_VENV)/bin/pip install --quiet -e ./testenv
 	touch $@
 
 test-image-python: tools ## the tests that need no torch, on Python 3.12 (the images' interpreter)

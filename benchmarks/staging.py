@@ -79,7 +79,7 @@ def start_seaweedfs() -> Server:
     Volumes of 1 GiB, up to 32: the benchmark writes ~1.6 GB into one bucket, more than the small
     volumes the tests use can hold.
     """
-    from okvqa_k8s.kube.testenv import S3_BINARY, SeaweedS3, testenv_dir
+    from okvqa_testenv import S3_BINARY, SeaweedS3, testenv_dir
 
     binary = testenv_dir() / S3_BINARY
     if not binary.is_file():

@@ -5,16 +5,12 @@ Two files of `charts/okvqa/` must never be edited by hand, because each copies a
 checked by the same rules as `okvqa-k8s submit`) and `files/operator-rules.yaml` (the RBAC rules the
 operator needs, `okvqa_k8s.kube.rbac.OPERATOR_RULES`, which the chart's Role/ClusterRole grant verbatim).
 `okvqa-k8s chart generate --check` and a test fail when either has drifted.
-
-Also here: where the pinned helm/kubectl from `k8s/tools.sh` live, so tests and scripts agree on it.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +30,6 @@ RULES_HEADER = (
 DIGEST = r"^(sha256:[a-f0-9]{64})?$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 OPTIONAL_SUBDOMAIN = r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-
-
-def tools_bin_dir() -> Path:
-    """Where `k8s/tools.sh` installs helm and kubectl (keep in step with that script)."""
-    base = os.environ.get("OKVQA_TOOLS_DIR") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "okvqa-k8s" / "tools"
-    )
-    return Path(base) / "bin"
-
-
-def find_tool(name: str) -> str | None:
-    """The pinned binary from `k8s/tools.sh` first (reproducible), else whatever is on PATH."""
-    pinned = tools_bin_dir() / name
-    if pinned.is_file() and os.access(pinned, os.X_OK):
-        return str(pinned)
-    return shutil.which(name)
 
 
 # --- values.schema.json ------------------------------------------------------------------------------

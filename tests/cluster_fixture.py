@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pytest
 
-from okvqa_k8s.kube.testenv import ControlPlane, missing_binaries, testenv_dir
+from okvqa_testenv import ControlPlane, missing_binaries, testenv_dir
 
 T = TypeVar("T")
 

@@ -26,8 +26,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from okvqa_k8s.chartgen import CHART_DIR, find_tool
-from okvqa_k8s.kube.testenv import ControlPlane
+from okvqa_k8s.chartgen import CHART_DIR
+from okvqa_testenv import ControlPlane, find_tool
 from tests.cluster_fixture import wait_for
 from tests.conftest import require
 

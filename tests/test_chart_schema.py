@@ -167,18 +167,3 @@ def test_values_schema_closes_every_object() -> None:
 
     walk(schema, "")
     assert open_objects == []
-
-
-def test_tools_dir_follows_the_script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OKVQA_TOOLS_DIR", str(tmp_path / "tools"))
-    assert chartgen.tools_bin_dir() == tmp_path / "tools" / "bin"
-    monkeypatch.delenv("OKVQA_TOOLS_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert chartgen.tools_bin_dir() == tmp_path / "cache" / "okvqa-k8s" / "tools" / "bin"
-    pinned = chartgen.tools_bin_dir() / "helm"
-    pinned.parent.mkdir(parents=True)
-    pinned.write_text("#!/bin/sh\n")
-    pinned.chmod(0o755)
-    assert chartgen.find_tool("helm") == str(pinned)
-    monkeypatch.setenv("PATH", "")
-    assert chartgen.find_tool("no-such-tool-okvqa") is None

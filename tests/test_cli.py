@@ -39,3 +39,12 @@ def test_console_script_is_installed_and_fast_to_start() -> None:
 def test_usage_error_exit_code(capsys) -> None:
     assert main(["data", "prepare"]) == 2
     assert "Missing argument" in capsys.readouterr().err
+
+
+def test_dev_cluster_names_the_missing_test_environment(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """okvqa-k8s does not ship its test environment: without it, `dev cluster up` says how to get it."""
+    monkeypatch.setitem(sys.modules, "okvqa_testenv", None)  # makes `import okvqa_testenv` fail
+    assert main(["dev", "cluster", "up"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "okvqa-k8s-testenv" in err and "pip install -e ./testenv" in err

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from okvqa_k8s import chartgen
+from okvqa_testenv.paths import tools_bin_dir
 from tests.conftest import REPO, require
 
 SCRIPTS = sorted([*REPO.glob("k8s/*.sh"), *REPO.glob("images/*.sh")])
@@ -259,7 +259,7 @@ def test_tools_dir_agrees_with_python(tmp_path: Path, monkeypatch: pytest.Monkey
         monkeypatch.setenv("HOME", full["HOME"])
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        assert out == str(chartgen.tools_bin_dir())
+        assert out == str(tools_bin_dir())
 
 
 def images_tags() -> list[str]:

@@ -23,7 +23,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from okvqa_k8s.chartgen import find_tool
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.cli import COMMANDS
@@ -31,9 +30,9 @@ from okvqa_k8s.kube.client import ApiError, Kube, object_path
 from okvqa_k8s.kube.crd import crd_manifest
 from okvqa_k8s.kube.operator import Reconciler, run_operator
 from okvqa_k8s.kube.render import Owner, render_pytorchjob
-from okvqa_k8s.kube.testenv import FAIL_ANNOTATION
 from okvqa_k8s.local import container_env, operator_env
 from okvqa_k8s.spec import parse_spec
+from okvqa_testenv import FAIL_ANNOTATION, find_tool
 from tests.cluster_fixture import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from okvqa_k8s.kube import testenv
-from okvqa_k8s.kube.testenv import S3_BINARY, S3Endpoint, SeaweedS3
 from okvqa_k8s.storage import (
     MANIFEST_NAME,
     fetch_dataset,
@@ -29,6 +27,7 @@ from okvqa_k8s.storage import (
     sync_down,
     sync_up,
 )
+from okvqa_testenv import S3_BINARY, S3Endpoint, SeaweedS3, testenv_dir
 from tests.conftest import require
 from tests.s3server import _AWS_VARS_TO_CLEAR, s3_env
 from tests.test_storage import SMALL_SHARDS, tree_digest
@@ -37,7 +36,7 @@ pytestmark = pytest.mark.cluster
 
 
 def _missing_reason() -> str:
-    binary = testenv.testenv_dir() / S3_BINARY
+    binary = testenv_dir() / S3_BINARY
     if shutil.which("go") is None and not Path("/usr/local/go/bin/go").is_file():
         return f"{binary} is not built and Go, needed to build it with `make testenv`, is not installed"
     return f"{binary} is not built: run `make testenv`"
@@ -47,7 +46,7 @@ def _missing_reason() -> str:
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     """One SeaweedFS for this module (it takes several seconds to start); skipped, or failed in CI, where
     the binary is missing."""
-    require((testenv.testenv_dir() / S3_BINARY).is_file(), _missing_reason())
+    require((testenv_dir() / S3_BINARY).is_file(), _missing_reason())
     with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
         assert server.endpoint is not None
         yield server.endpoint

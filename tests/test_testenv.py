@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from okvqa_k8s.kube.testenv import FAIL_ANNOTATION, GPU_RESOURCE, NODES, ControlPlane, ControlPlaneError
+from okvqa_testenv import FAIL_ANNOTATION, GPU_RESOURCE, NODES, ControlPlane, ControlPlaneError
 from tests.cluster_fixture import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -26,6 +27,18 @@ def cluster() -> None:
     """A local Kubernetes control plane: etcd, kube-apiserver, controllers, kwok, training operator."""
 
 
+def _testenv() -> Any:
+    """The test-environment package, which okvqa-k8s does not ship: say how to get it when missing."""
+    try:
+        import okvqa_testenv
+    except ImportError:
+        raise UserError(
+            "`dev cluster` needs the test environment package okvqa-k8s-testenv, which is not installed: "
+            "in a clone of okvqa-k8s run `make venv`, or `pip install -e ./testenv`"
+        ) from None
+    return okvqa_testenv
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops the cluster like Ctrl-C does, so `kill` never leaves its processes behind."""
     raise KeyboardInterrupt
@@ -35,21 +48,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--s3/--no-s3", default=False, show_default=True, help="Also start a SeaweedFS S3 server.")
 def up(s3: bool) -> None:
     """Start the control plane and keep it running until Ctrl-C."""
-    from okvqa_k8s.kube.testenv import ControlPlane, ControlPlaneError, missing_binaries, testenv_dir
-
-    missing = missing_binaries(s3=s3)
+    testenv = _testenv()
+    missing = testenv.missing_binaries(s3=s3)
     if missing:
         raise UserError(
-            f"the control plane is not built (missing in {testenv_dir()}: {', '.join(missing)}); "
+            f"the control plane is not built (missing in {testenv.testenv_dir()}: {', '.join(missing)}); "
             "run `make testenv`"
         )
     signal.signal(signal.SIGTERM, _interrupt)
-    plane = ControlPlane(s3=s3)
+    plane = testenv.ControlPlane(s3=s3)
     try:
         click.echo("starting etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator...")
         try:
             plane.start()
-        except ControlPlaneError as exc:
+        except testenv.ControlPlaneError as exc:
             click.echo(str(exc), err=True)
             raise UserError("the control plane did not start; the failing component's log is above") from exc
         click.echo(f"control plane up in {plane.start_seconds:.1f} s at {plane.server}")
@@ -63,7 +75,7 @@ def up(s3: bool) -> None:
             time.sleep(1)
             try:
                 plane.check()
-            except ControlPlaneError as exc:
+            except testenv.ControlPlaneError as exc:
                 click.echo(str(exc), err=True)
                 raise UserError("a control-plane component stopped; its log is above") from exc
     except KeyboardInterrupt:

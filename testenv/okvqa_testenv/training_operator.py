@@ -1,0 +1,140 @@
+"""The Kubeflow training operator v1 with its validating admission webhook, reached by URL.
+
+Why by URL: the API server dials the webhook on 127.0.0.1, where the operator runs as a process; no
+Service network has to route a Service reference to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from okvqa_testenv.pki import SERVER_AUTH, certificate, write_pair
+
+PYTORCHJOB_CRD = "kubeflow.org_pytorchjobs.yaml"
+# The training operator manages its webhook certificate through these fixed names (pkg/cert in v1.9).
+NAMESPACE = "kubeflow"
+WEBHOOK_SECRET = "training-operator-webhook-cert"
+WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
+WEBHOOK_DNS_NAME = "training-operator.kubeflow.svc"
+WEBHOOK_CA_NAME = "training-operator-ca"
+PYTORCHJOB_WEBHOOK_PATH = "/validate-kubeflow-org-v1-pytorchjob"
+CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in the operator
+
+
+def webhook_certs() -> dict[str, bytes]:
+    """The webhook's CA and serving pair, shared by every control plane of this user.
+
+    Why shared: the operator serves the certificate found in the fixed directory CERT_DIR, so two
+    control planes on one machine would overwrite each other's certificate unless both hold the same
+    one. Why pre-made: the rotator only keeps a Secret's certificate if it verifies for
+    `training-operator.kubeflow.svc`; ours also carries IP 127.0.0.1, which the API server dials, where
+    the rotator's own certificate would not verify. RSA, because the rotator reads its CA key as PKCS#1;
+    made once per machine, so the slower key generation costs nothing later.
+    """
+    directory = Path(tempfile.gettempdir()) / f"okvqa-k8s-testenv-webhook-{os.getuid()}"
+    names = ("ca.crt", "ca.key", "tls.crt", "tls.key")
+    if not all((directory / n).is_file() for n in names):
+        staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        # The rotator checks that the CA certificate verifies for its CA name, as its own CA would.
+        ca = certificate(ca_key, WEBHOOK_CA_NAME, dns_names=(WEBHOOK_CA_NAME,))
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = certificate(
+            key,
+            WEBHOOK_DNS_NAME,
+            issuer=(ca, ca_key),
+            dns_names=(WEBHOOK_DNS_NAME,),
+            ips=("127.0.0.1",),
+            usages=(SERVER_AUTH,),
+        )
+        write_pair(staging, "ca", ca, ca_key)
+        write_pair(staging, "tls", cert, key)
+        try:
+            staging.rename(directory)
+        except OSError:  # another process won the race: use its certificates
+            shutil.rmtree(staging)
+    certs = {n: (directory / n).read_bytes() for n in names}
+    _mount(certs)
+    return certs
+
+
+def _mount(certs: dict[str, bytes]) -> None:
+    """Put the serving pair where the operator reads it, as the Secret volume of its Deployment would.
+
+    The operator's readiness waits for these files; it never writes them itself. Each file is replaced
+    atomically, so an operator of another control plane never reads half a file.
+    """
+    CERT_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        target = CERT_DIR / name
+        if target.is_file() and target.read_bytes() == certs[name]:
+            continue
+        fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=CERT_DIR)
+        with os.fdopen(fd, "wb") as out:
+            out.write(certs[name])
+        os.replace(staging, target)
+
+
+def bootstrap_objects(certs: dict[str, bytes], webhook_port: int) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) for the operator's namespace, webhook Secret and webhook registration."""
+    return [
+        ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        (
+            f"/api/v1/namespaces/{NAMESPACE}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": WEBHOOK_SECRET},
+                "data": {name: base64.b64encode(value).decode() for name, value in certs.items()},
+            },
+        ),
+        (
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": WEBHOOK_CONFIGURATION},
+                "webhooks": [
+                    {
+                        # As the operator's release manifests declare it, but reached by URL.
+                        "name": "validator.pytorchjob.training-operator.kubeflow.org",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Fail",
+                        "timeoutSeconds": 10,
+                        "clientConfig": {
+                            "url": f"https://127.0.0.1:{webhook_port}{PYTORCHJOB_WEBHOOK_PATH}",
+                            "caBundle": base64.b64encode(certs["ca.crt"]).decode(),
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": ["kubeflow.org"],
+                                "apiVersions": ["v1"],
+                                "operations": ["CREATE", "UPDATE"],
+                                "resources": ["pytorchjobs"],
+                            }
+                        ],
+                    }
+                ],
+            },
+        ),
+    ]
+
+
+def argv(binary: str, kubeconfig: Path, ports: dict[str, int]) -> list[str]:
+    return [
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        "--enable-scheme=pytorchjob",
+        f"--webhook-server-port={ports['webhook']}",
+        f"--metrics-bind-address=127.0.0.1:{ports['op_metrics']}",
+        f"--health-probe-bind-address=127.0.0.1:{ports['op_health']}",
+        "--leader-elect=false",
+    ]
