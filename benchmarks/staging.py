@@ -5,7 +5,7 @@ run, times (a) sequential put_object/get_object per file and (b) `stage_dataset`
 (tar shards, parallel multipart, sha256 checks, safe extraction). Prints files/s, MB/s and (b)/(a).
 
     python benchmarks/staging.py                       # 5,000 × ~150 KB against a moto server
-    python benchmarks/staging.py --server seaweedfs    # against SeaweedFS (the `weed` of `make testenv`)
+    python benchmarks/staging.py --server minio        # against MinIO (the `minio` of `make testenv`)
     python benchmarks/staging.py --files 500           # quicker
     python benchmarks/staging.py --endpoint http://127.0.0.1:8333   # an already running S3 server
 
@@ -73,26 +73,22 @@ def start_moto() -> Server:
     return f"http://127.0.0.1:{port}", stop, proc.pid
 
 
-def start_seaweedfs() -> Server:
-    """SeaweedFS (compiled Go: master, volume, filer, S3 gateway) as the test control plane starts it.
-
-    Volumes of 1 GiB, up to 32: the benchmark writes ~1.6 GB into one bucket, more than the small
-    volumes the tests use can hold.
-    """
-    from okvqa_testenv import S3_BINARY, SeaweedS3, testenv_dir
+def start_minio() -> Server:
+    """MinIO (compiled Go, single drive), the S3 server the chart ships, as the test cluster starts it."""
+    from okvqa_testenv import S3_BINARY, MinioS3, testenv_dir
 
     binary = testenv_dir() / S3_BINARY
     if not binary.is_file():
-        raise SystemExit(f"SeaweedFS is not built ({binary} is missing): run `make testenv`")
-    server = SeaweedS3(volume_size_limit_mb=1024, max_volumes=32)
+        raise SystemExit(f"MinIO is not built ({binary} is missing): run `make testenv`")
+    server = MinioS3()
     endpoint = server.start()
     os.environ.update(endpoint.env())
     os.environ["AWS_REGION"] = endpoint.region
-    assert server.component is not None
+    assert server.component is not None and server.component.proc is not None
     return endpoint.url, server.stop, server.component.proc.pid
 
 
-SERVERS: dict[str, Callable[[], Server]] = {"moto": start_moto, "seaweedfs": start_seaweedfs}
+SERVERS: dict[str, Callable[[], Server]] = {"moto": start_moto, "minio": start_minio}
 
 
 def make_files(root: Path, count: int, size: int, seed: int) -> int:
@@ -164,8 +160,8 @@ def per_file_get(client: Any, bucket: str, rels: list[str], out: Path) -> None:
 def server_ceiling(client: Any, bucket: str, size: int = 64 * 2**20) -> tuple[float, float]:
     """MB/s of one large put_object / get_object: the server's own limit for a single stream.
 
-    A warm-up object goes first: SeaweedFS allocates a new bucket's volumes on its first write, a
-    one-time cost (~1 s here) that is not the server's throughput.
+    A warm-up object goes first: a server may allocate a new bucket's storage on its first write, a
+    one-time cost that is not the server's throughput.
     """
     body = os.urandom(size)
     client.put_object(Bucket=bucket, Key="warm-up", Body=body[: 2**20])

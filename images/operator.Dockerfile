@@ -8,10 +8,15 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY okvqa_k8s ./okvqa_k8s
 COPY images/pip-install.sh /usr/local/bin/okvqa-pip-install
-RUN okvqa-pip-install /src kube
+COPY pyproject.toml ./
+# Dependencies first, with a placeholder package: this layer is rebuilt only when pyproject.toml changes.
+RUN --mount=type=secret,id=extra-ca,required=false \
+    mkdir -p okvqa_k8s && touch README.md okvqa_k8s/__init__.py && okvqa-pip-install /src kube
+COPY README.md ./
+COPY okvqa_k8s ./okvqa_k8s
+RUN --mount=type=secret,id=extra-ca,required=false \
+    okvqa-pip-install /src kube --no-deps --force-reinstall
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

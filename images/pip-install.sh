@@ -11,6 +11,9 @@
 #   PYTHON            interpreter whose pip installs (default: python3)
 #   DS_PREBUILD_OPS   DeepSpeed ops to compile ahead of time, e.g. "CPU_ADAM FUSED_ADAM" (GPU images: needs
 #                     nvcc and TORCH_CUDA_ARCH_LIST); the resolved DeepSpeed version is rebuilt with them.
+#   OKVQA_EXTRA_CA    a PEM file of extra CA certificates (default /run/secrets/extra-ca, the build secret
+#                     `images/build.sh --extra-ca-certs FILE` mounts): pip then trusts them as well as its
+#                     own bundle, for builders behind a TLS-inspecting proxy. Nothing of it stays in a layer.
 set -euo pipefail
 
 die() { printf 'pip-install: error: %s\n' "$*" >&2; exit 2; }
@@ -21,6 +24,17 @@ shift 2
 [[ -f "$src/pyproject.toml" ]] || die "$src: no pyproject.toml (SOURCE must be the project directory)"
 [[ "$extras" =~ ^[a-z]+(,[a-z]+)*$ ]] || die "EXTRAS '$extras': expected comma-separated names like train,serve"
 py="${PYTHON:-python3}"
+
+extra_ca="${OKVQA_EXTRA_CA:-/run/secrets/extra-ca}"
+if [[ -s "$extra_ca" ]]; then
+  bundle="$(mktemp)"
+  trap 'rm -f "$bundle"' EXIT
+  default="$("$py" -c 'from pip._vendor import certifi; print(certifi.where())' 2>/dev/null || true)"
+  for pem in "$default" /etc/ssl/certs/ca-certificates.crt "$extra_ca"; do
+    if [[ -f "$pem" ]]; then cat "$pem" >>"$bundle"; fi
+  done
+  export PIP_CERT="$bundle"
+fi
 
 "$py" -m pip install --disable-pip-version-check "$@" "${src}[${extras}]"
 

@@ -60,3 +60,24 @@ def cluster() -> Iterator[ControlPlane]:
         pytest.skip(reason)
     with ControlPlane(s3=True) as plane:
         yield plane
+
+
+@pytest.fixture(scope="module")
+def real_cluster() -> Iterator[ControlPlane]:
+    """A control plane with a real node (kubelet + containerd, kube-proxy, CoreDNS) and the project's
+    images built offline (`make testenv-images`), one per test module: the node needs the machine's one
+    bridge and containerd root, and a module's last test may stop it to check what it leaves behind."""
+    from okvqa_testenv import node
+    from okvqa_testenv.images import default_refs, project_version
+    from tests.conftest import REPO, require
+
+    reason = _unavailable_reason()
+    require(reason is None, reason or "")
+    require(os.geteuid() == 0, "a real node needs root")
+    lacking = node.missing()
+    require(not lacking, f"a real node needs {', '.join(lacking)}: run `make testenv testenv-host`")
+    with ControlPlane(real_node=True) as plane:
+        assert plane.node is not None and plane.node.containerd is not None
+        absent = set(default_refs(project_version(REPO))) - plane.node.containerd.images()
+        require(not absent, f"images not built: {', '.join(sorted(absent))}: run `make testenv-images`")
+        yield plane

@@ -77,7 +77,9 @@ def test_structure(path: Path) -> None:
     defaults = args_of(path)
     for cmd in parse(path):
         if cmd.cmd == "FROM":
-            image = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], cmd.value[0])
+            image = cmd.value[0]
+            while "${" in image:  # an ARG's default may name other ARGs (BUILD_IMAGE → CUDA_VERSION)
+                image = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], image)
             if image in {s[0].value[-1] for s in parts if len(s[0].value) == 3}:
                 continue  # a previous stage
             assert re.fullmatch(r"[\w./-]+:[\w.-]+(@sha256:[0-9a-f]{64})?", image), image
@@ -205,3 +207,44 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert "*" in lines, "allow-list: only what the images copy is sent to the builder"
     for needed in ("pyproject.toml", "README.md", "okvqa_k8s/", "images/pip-install.sh"):
         assert f"!{needed}" in lines
+
+
+def test_trainer_bases_and_accelerator_are_build_args() -> None:
+    """The CUDA variant compiles DeepSpeed's ops for cuda and proves it; a CPU variant builds on any base."""
+    path = REPO / "images" / "trainer.Dockerfile"
+    froms = [c.value[0] for c in parse(path) if c.cmd == "FROM"]
+    assert froms == ["${BUILD_IMAGE}", "${RUNTIME_IMAGE}"]
+    defaults = args_of(path)
+    assert defaults["ACCELERATOR"] == "cuda"
+    assert defaults["BUILD_IMAGE"].startswith("nvidia/cuda:") and "devel" in defaults["BUILD_IMAGE"]
+    assert defaults["RUNTIME_IMAGE"].startswith("nvidia/cuda:") and "runtime" in defaults["RUNTIME_IMAGE"]
+    runs = " ".join(" ".join(c.value) for c in parse(path) if c.cmd == "RUN")
+    # A builder has no GPU: without DS_ACCELERATOR=cuda DeepSpeed would build (and ship) CPU ops.
+    assert "export DS_ACCELERATOR=cuda" in runs
+    assert "assert name == 'cuda'" in runs
+
+
+def test_dependencies_are_a_layer_of_their_own() -> None:
+    """A code change must not reinstall torch: pyproject.toml is copied and installed before the code."""
+    for path in DOCKERFILES:
+        build = stages(path)[0]
+        order = [(c.cmd, " ".join(c.value)) for c in build if c.cmd in ("COPY", "RUN")]
+        install = next(i for i, (cmd, text) in enumerate(order) if INSTALL_LINE.search(text.strip()))
+        copied_before = " ".join(text for cmd, text in order[:install] if cmd == "COPY")
+        assert "pyproject.toml" in copied_before and "okvqa_k8s" not in copied_before, path.name
+
+
+def test_pip_install_script_trusts_an_extra_ca(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text('#!/usr/bin/env bash\nif [[ "$1" == -c ]]; then exit 1; fi\ncat "$PIP_CERT" >>"$LOG"\n')
+    fake.chmod(0o755)
+    extra = tmp_path / "corp.pem"
+    extra.write_text("-----BEGIN CERTIFICATE-----\ncorporate\n-----END CERTIFICATE-----\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHON": str(fake),
+        "LOG": str(tmp_path / "log"),
+        "OKVQA_EXTRA_CA": str(extra),
+    }
+    subprocess.run(["bash", str(REPO / "images" / "pip-install.sh"), str(REPO), "kube"], env=env, check=True)
+    assert "corporate" in (tmp_path / "log").read_text()  # pip saw a bundle holding the extra CA

@@ -1,7 +1,8 @@
 """`okvqa-k8s dev`: tools for people working on this project.
 
-`dev cluster up` runs, in the foreground, the same real control plane the cluster tests use (built by
-`make testenv`): a throwaway cluster with kwok GPU nodes and the Kubeflow training operator, to try the
+`dev cluster up` runs, in the foreground, the same real cluster the tests use (built by `make testenv`):
+a throwaway control plane with kwok GPU nodes and the Kubeflow training operator, and with
+`--real-node` a real kubelet + containerd node that runs the project's locally built images, to try the
 operator, the chart or `kubectl` against without kind or Docker. Ctrl-C stops it and deletes its data.
 """
 
@@ -45,31 +46,49 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @cluster.command("up")
-@click.option("--s3/--no-s3", default=False, show_default=True, help="Also start a SeaweedFS S3 server.")
-def up(s3: bool) -> None:
+@click.option("--s3/--no-s3", default=False, show_default=True, help="Also start a MinIO S3 server.")
+@click.option(
+    "--real-node",
+    is_flag=True,
+    help="Also run a real node (kubelet + containerd, kube-proxy, CoreDNS) that runs pods from the images "
+    "`make testenv-images` built; needs root. kwok's nodes are then tainted, so pods run for real.",
+)
+def up(s3: bool, real_node: bool) -> None:
     """Start the control plane and keep it running until Ctrl-C."""
     testenv = _testenv()
-    missing = testenv.missing_binaries(s3=s3)
+    missing = testenv.missing_binaries(s3=s3, real_node=real_node)
     if missing:
         raise UserError(
-            f"the control plane is not built (missing in {testenv.testenv_dir()}: {', '.join(missing)}); "
+            f"the cluster is not built (missing in {testenv.testenv_dir()}: {', '.join(missing)}); "
             "run `make testenv`"
         )
     signal.signal(signal.SIGTERM, _interrupt)
-    plane = testenv.ControlPlane(s3=s3)
+    plane = testenv.ControlPlane(s3=s3, real_node=real_node)
     try:
-        click.echo("starting etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator...")
+        click.echo(
+            "starting etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator"
+            + (", and a real node (containerd, kubelet, kube-proxy, CoreDNS)" if real_node else "")
+            + "..."
+        )
         try:
             plane.start()
         except testenv.ControlPlaneError as exc:
-            click.echo(str(exc), err=True)
-            raise UserError("the control plane did not start; the failing component's log is above") from exc
-        click.echo(f"control plane up in {plane.start_seconds:.1f} s at {plane.server}")
+            message = str(exc)
+            if "\n" not in message:  # a one-line reason (not root, not installed): say just that
+                raise UserError(message) from exc
+            click.echo(message, err=True)
+            raise UserError("the cluster did not start; the failing component's log is above") from exc
+        click.echo(f"cluster up in {plane.start_seconds:.1f} s at {plane.server}")
         click.echo(f"kubeconfig: {plane.kubeconfig}")
         click.echo(f"export KUBECONFIG={plane.kubeconfig}")
         if plane.s3 is not None:
             for name, value in plane.s3.env().items():
                 click.echo(f"export {name}={value}")
+        if real_node:
+            click.echo(
+                "next: helm install okvqa charts/okvqa -n okvqa --create-namespace -f k8s/values-local.yaml; "
+                "okvqa-k8s submit examples/tiny-cpu.yaml -n okvqa; kubectl -n okvqa get finetunes -w"
+            )
         click.echo("Ctrl-C to stop (all data is deleted).")
         while True:
             time.sleep(1)
@@ -77,8 +96,10 @@ def up(s3: bool) -> None:
                 plane.check()
             except testenv.ControlPlaneError as exc:
                 click.echo(str(exc), err=True)
-                raise UserError("a control-plane component stopped; its log is above") from exc
+                raise UserError("a cluster component stopped; its log is above") from exc
     except KeyboardInterrupt:
-        click.echo("stopping the control plane")
+        click.echo("stopping the cluster")
     finally:
         plane.stop()
+        for problem in plane.leftovers:
+            click.echo(f"warning: not put back: {problem}", err=True)

@@ -10,7 +10,7 @@ from okvqa_testenv.controlplane import BINARIES, ControlPlane, missing_binaries
 from okvqa_testenv.kwok import FAIL_ANNOTATION, GPU_RESOURCE, NODES
 from okvqa_testenv.paths import find_tool, testenv_dir, tools_bin_dir
 from okvqa_testenv.processes import ControlPlaneError
-from okvqa_testenv.s3 import S3_BINARY, S3Endpoint, SeaweedS3
+from okvqa_testenv.s3 import S3_BINARY, MinioS3, S3Endpoint
 
 __all__ = [
     "BINARIES",
@@ -21,7 +21,7 @@ __all__ = [
     "ControlPlane",
     "ControlPlaneError",
     "S3Endpoint",
-    "SeaweedS3",
+    "MinioS3",
     "find_tool",
     "missing_binaries",
     "testenv_dir",

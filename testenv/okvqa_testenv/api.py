@@ -16,9 +16,10 @@ from okvqa_testenv.processes import ControlPlaneError
 
 
 class Api:
-    """Requests to the API server on 127.0.0.1 as the cluster's admin."""
+    """Requests to the API server as the cluster's admin."""
 
-    def __init__(self, port: int, ca: Path, cert: Path, key: Path) -> None:
+    def __init__(self, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self._context = ssl.create_default_context(cafile=str(ca))
         self._context.load_cert_chain(str(cert), str(key))
@@ -26,7 +27,7 @@ class Api:
     def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> Any:
-        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=self._context, timeout=10)
+        connection = http.client.HTTPSConnection(self.host, self.port, context=self._context, timeout=10)
         try:
             payload = None if body is None else json.dumps(body).encode()
             connection.request(method, path, body=payload, headers={"Content-Type": content_type})
@@ -60,13 +61,11 @@ class Api:
             kind = obj.get("kind", "object")
             raise ControlPlaneError(f"creating {kind} at {path} failed with HTTP {status}: {body}")
 
-    def apply(self, path: str, obj: dict[str, Any], manager: str = "okvqa-testenv") -> None:
-        """Server-side apply of `obj` at its object path (creates or updates)."""
-        status, body = self.request(
-            "PATCH", f"{path}?fieldManager={manager}&force=true", obj, "application/apply-patch+yaml"
-        )
+    def patch(self, path: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch of the object at `path`."""
+        status, body = self.request("PATCH", path, patch, "application/merge-patch+json")
         if status >= 300:
-            raise ControlPlaneError(f"applying {obj.get('kind', 'object')} at {path}: HTTP {status}: {body}")
+            raise ControlPlaneError(f"patching {path} failed with HTTP {status}: {body}")
 
 
 def condition_true(obj: Any, condition: str) -> bool:

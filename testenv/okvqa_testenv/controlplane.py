@@ -6,7 +6,9 @@ so this starts the real binaries that `make testenv` builds (k8s/testenv/build.s
 garbage collector, service-account and root-CA publishers), kube-scheduler, kwok standing in for the
 kubelets of three fake Nodes (two with 8 `nvidia.com/gpu` each, one CPU-only), and the Kubeflow training
 operator v1 with its validating admission webhook registered, so its admission rules apply. Optionally
-an S3 server. Nothing here is a fake API server.
+an S3 server, and one real node (node.py: kubelet + containerd, kube-proxy, CoreDNS) beside the kwok
+nodes, which are then tainted so that pods run for real unless they tolerate `okvqa.dev/kwok`. Nothing
+here is a fake API server.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from typing import Any
 
 import yaml
 
-from okvqa_testenv import kwok, training_operator
+from okvqa_testenv import kwok, node, training_operator
 from okvqa_testenv.api import Api, condition_true
 from okvqa_testenv.paths import testenv_dir
 from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa
 from okvqa_testenv.processes import START_TIMEOUT_S, Component, free_ports, http_ok, wait_until
-from okvqa_testenv.s3 import S3_BINARY, S3Endpoint, SeaweedS3
+from okvqa_testenv.s3 import S3_BINARY, MinioS3, S3Endpoint
 
 BINARIES = (
     "etcd",
@@ -43,10 +45,11 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
-def missing_binaries(directory: Path | None = None, *, s3: bool = True) -> list[str]:
+def missing_binaries(directory: Path | None = None, *, s3: bool = True, real_node: bool = False) -> list[str]:
     """The files `make testenv` should have built into `directory` but did not, by name."""
     base = directory or testenv_dir()
     wanted = [*BINARIES, *([S3_BINARY] if s3 else []), training_operator.PYTORCHJOB_CRD, *kwok.KWOK_STAGES]
+    wanted += list(node.BINARIES) if real_node else []
     return [name for name in wanted if not (base / name).is_file()]
 
 
@@ -58,17 +61,27 @@ class ControlPlane:
     """
 
     def __init__(
-        self, *, s3: bool = False, binaries: Path | None = None, workdir: Path | None = None
+        self,
+        *,
+        s3: bool = False,
+        real_node: bool = False,
+        binaries: Path | None = None,
+        workdir: Path | None = None,
     ) -> None:
-        """`s3` also starts an S3 server; `binaries` defaults to testenv_dir(); `workdir` is the parent of
-        the temporary data directory (logs, etcd data, certificates), by default the system's."""
+        """`s3` also starts an S3 server; `real_node` a real Node (root only); `binaries` defaults to
+        testenv_dir(); `workdir` is the parent of the temporary data directory (logs, etcd data,
+        certificates), by default the system's."""
         self.binaries = binaries or testenv_dir()
         self.s3_enabled = s3
+        self.real_node = real_node
         self._parent = workdir
         self.dir: Path | None = None
         self.server = ""
         self.s3: S3Endpoint | None = None
+        self.node: node.RealNode | None = None
+        self.api: Api | None = None
         self.start_seconds: float | None = None
+        self.leftovers: list[str] = []  # what a stopped real node could not put back (empty: nothing)
         self._components: list[Component] = []
 
     # -- public surface
@@ -98,7 +111,9 @@ class ControlPlane:
 
     def start(self) -> None:
         """Start everything and return once pods can be scheduled, run and be admitted as in a cluster."""
-        missing = missing_binaries(self.binaries, s3=self.s3_enabled)
+        missing = missing_binaries(self.binaries, s3=self.s3_enabled, real_node=self.real_node)
+        if self.real_node:
+            node.check_can_run(self.binaries)
         if missing:
             raise FileNotFoundError(
                 f"missing in {self.binaries}: {', '.join(missing)}; build them with `make testenv`"
@@ -121,8 +136,11 @@ class ControlPlane:
         """Stop every process, dependents first, and delete the data directory.
 
         One at a time: an API server whose clients are gone exits in about a second, one still serving
-        their watches waits out its grace period.
+        their watches waits out its grace period. A real node goes first and puts the machine back.
         """
+        if self.node is not None:
+            self.leftovers = self.node.stop()
+            self.node = None
         for component in reversed(self._components):
             component.stop()
         self._components.clear()
@@ -155,15 +173,23 @@ class ControlPlane:
         (self.dir / "logs").mkdir()
         pki = self.dir / "pki"
         pki.mkdir()
-        self.ca = self._write_pki(pki)
+        # With a real node the API server listens on the node's bridge, where pods (and kube-proxy's
+        # `kubernetes` Service) reach it; the bridge must exist first.
+        api_host = "127.0.0.1"
+        if self.real_node:
+            self.node = node.RealNode(self.binaries, self.dir / "node", SERVICE_CLUSTER_IP_RANGE)
+            self.node.prepare()
+            api_host = node.NODE_IP
+        self.ca = self._write_pki(pki, api_host)
         ports = dict(
             zip(
-                ["etcd", "etcd_peer", "api", "kcm", "sched", "webhook", "op_metrics", "op_health"],
-                free_ports(8),
+                ["etcd", "etcd_peer", "kcm", "sched", "webhook", "op_metrics", "op_health"],
+                free_ports(7),
                 strict=True,
             )
         )
-        self.server = f"https://127.0.0.1:{ports['api']}"
+        ports["api"] = free_ports(1, api_host)[0]
+        self.server = f"https://{api_host}:{ports['api']}"
         self._write_kubeconfig(pki)
 
         s3 = self._start_s3() if self.s3_enabled else None
@@ -185,7 +211,7 @@ class ControlPlane:
         self._wait("etcd health", lambda: http_ok(f"http://127.0.0.1:{ports['etcd']}/health"), etcd)
 
         apiserver = self._spawn("kube-apiserver", self._apiserver_args(pki, ports))
-        api = Api(ports["api"], pki / "ca.crt", pki / "admin.crt", pki / "admin.key")
+        api = Api(ports["api"], pki / "ca.crt", pki / "admin.crt", pki / "admin.key", host=api_host)
         self.api = api
         self._wait("kube-apiserver /readyz", lambda: api.ok("/readyz"), apiserver, timeout=60)
 
@@ -229,8 +255,8 @@ class ControlPlane:
                 "--node-lease-duration-seconds=40",
             ],
         )
-        for node in kwok.NODES:
-            api.create("/api/v1/nodes", node.manifest())
+        for fake in kwok.NODES:
+            api.create("/api/v1/nodes", fake.manifest())
 
         crd = yaml.safe_load((self.binaries / training_operator.PYTORCHJOB_CRD).read_text())
         api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
@@ -283,8 +309,12 @@ class ControlPlane:
         if s3 is not None:
             component, check = s3
             self._wait("the S3 server", check, component)
+        if self.node is not None:
+            self.node.start(api, self.ca, self.server, self._spawn)
+            for fake in kwok.NODES:
+                api.patch(f"/api/v1/nodes/{fake.name}", {"spec": {"taints": [node.KWOK_TAINT]}})
 
-    def _write_pki(self, pki: Path) -> ClusterCa:
+    def _write_pki(self, pki: Path, api_host: str) -> ClusterCa:
         ca = ClusterCa.create(pki)
         ca.issue(
             "apiserver",
@@ -296,7 +326,11 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ips=("127.0.0.1", str(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts()))),
+            ips=tuple(
+                dict.fromkeys(
+                    ("127.0.0.1", api_host, str(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts())))
+                )
+            ),
             usages=(SERVER_AUTH,),
         )
         ca.issue("admin", "okvqa-testenv-admin", organizations=("system:masters",), usages=(CLIENT_AUTH,))
@@ -309,11 +343,28 @@ class ControlPlane:
 
     def _apiserver_args(self, pki: Path, ports: dict[str, int]) -> list[str]:
         assert self.dir is not None
+        if self.node is not None:
+            # Pods reach it through the `kubernetes` Service (kube-proxy) at the node's address; it reaches
+            # kubelets by their InternalIP with the admin certificate and checks theirs.
+            where = [
+                f"--bind-address={node.NODE_IP}",
+                f"--advertise-address={node.NODE_IP}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            ]
+        else:
+            # 127.0.0.1 is not a valid Endpoints address: keep the `kubernetes` Service without endpoints.
+            where = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
         return [
             self._bin("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *where,
             f"--secure-port={ports['api']}",
             f"--cert-dir={self.dir / 'apiserver'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -325,8 +376,6 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--allow-privileged=true",
-            # 127.0.0.1 is not a valid Endpoints address: keep the `kubernetes` Service without endpoints.
-            "--endpoint-reconciler-type=none",
             "--profiling=false",
         ]
 
@@ -334,12 +383,12 @@ class ControlPlane:
     def _nodes_ready(api: Api) -> bool:
         nodes = api.get("/api/v1/nodes") or {}
         ready = {n["metadata"]["name"] for n in nodes.get("items", []) if condition_true(n, "Ready")}
-        return ready >= {node.name for node in kwok.NODES}
+        return ready >= {fake.name for fake in kwok.NODES}
 
     def _start_s3(self) -> tuple[Component, Callable[[], bool]]:
         """The S3 server, launched now and waited for last, so it starts while the rest of the plane does."""
         assert self.dir is not None
-        server = SeaweedS3(binaries=self.binaries)
+        server = MinioS3(binaries=self.binaries)
         component = server.launch(self.dir, self.dir / "logs" / "s3.log")
         self._components.append(component)  # stop() reaps it with the others; self.dir holds its data
         self.s3 = server.endpoint

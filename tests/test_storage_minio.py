@@ -1,7 +1,7 @@
-"""Storage against real SeaweedFS (the `weed` binary from `make testenv`), without Kubernetes.
+"""Storage against real MinIO (the `minio` binary from `make testenv`), without Kubernetes.
 
-Why besides the moto tests: moto is a Python re-implementation of S3; SeaweedFS is a real, compiled
-S3-compatible server with its own multipart, listing and ETag behaviour, as in a cluster's object store.
+Why besides the moto tests: moto is a Python re-implementation of S3; MinIO is a real, compiled
+S3-compatible server with its own multipart, listing and ETag behaviour, and the one the chart ships.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from okvqa_k8s.storage import (
     sync_down,
     sync_up,
 )
-from okvqa_testenv import S3_BINARY, S3Endpoint, SeaweedS3, testenv_dir
+from okvqa_testenv import S3_BINARY, MinioS3, S3Endpoint, testenv_dir
 from tests.conftest import require
 from tests.s3server import _AWS_VARS_TO_CLEAR, s3_env
 from tests.test_storage import SMALL_SHARDS, tree_digest
@@ -43,21 +43,20 @@ def _missing_reason() -> str:
 
 
 @pytest.fixture(scope="module")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    """One SeaweedFS for this module (it takes several seconds to start); skipped, or failed in CI, where
-    the binary is missing."""
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """One MinIO for this module; skipped, or failed in CI, where the binary is missing."""
     require((testenv_dir() / S3_BINARY).is_file(), _missing_reason())
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+    with MinioS3(tmp_path_factory.mktemp("minio")) as server:
         assert server.endpoint is not None
         yield server.endpoint
 
 
 @pytest.fixture
-def bucket(seaweedfs: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """A fresh bucket, with this process's AWS environment pointed at SeaweedFS and nothing else."""
+def bucket(minio: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A fresh bucket, with this process's AWS environment pointed at MinIO and nothing else."""
     for name in _AWS_VARS_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
-    env = {**s3_env(seaweedfs.url, tmp_path), **seaweedfs.env(), "AWS_REGION": seaweedfs.region}
+    env = {**s3_env(minio.url, tmp_path), **minio.env(), "AWS_REGION": minio.region}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     name = f"test-{uuid.uuid4().hex[:12]}"
@@ -87,7 +86,7 @@ def test_checkpoint_sync_and_latest_complete(bucket: str, tmp_path: Path) -> Non
     ckpt = tmp_path / "checkpoint"
     (ckpt / "global_step").mkdir(parents=True)
     (ckpt / "adapter_model.safetensors").write_bytes(os.urandom(300_000))
-    # Larger than the multipart chunk, so SeaweedFS's multipart upload is part of the check.
+    # Larger than the multipart chunk, so MinIO's multipart upload is part of the check.
     (ckpt / "global_step" / "optim_states.pt").write_bytes(os.urandom(20 * 2**20))
     (ckpt / "trainer_state.json").write_text('{"step": 0}')
     markers = ("_COMPLETE.node-0", "_COMPLETE.node-1")
