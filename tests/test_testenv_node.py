@@ -94,7 +94,7 @@ def test_kubelet_and_kube_proxy_configurations(tmp_path: Path) -> None:
 def test_host_state_diff_names_every_leftover() -> None:
     before = host.HostState(
         sysctls={"kernel/panic": "0"},
-        iptables={"filter": ["-P FORWARD ACCEPT"]},
+        iptables={"iptables -t filter": ["-P FORWARD ACCEPT"]},
         links={"lo", "eth0"},
         mounts=["/", "/proc"],
         paths={"/var/lib/kubelet": False, "/etc/cni": True},
@@ -103,7 +103,7 @@ def test_host_state_diff_names_every_leftover() -> None:
     assert before.diff(before) == []
     after = host.HostState(
         sysctls={"kernel/panic": "10"},
-        iptables={"filter": ["-P FORWARD ACCEPT", "-N KUBE-FORWARD"]},
+        iptables={"iptables -t filter": ["-P FORWARD ACCEPT", "-N KUBE-FORWARD"]},
         links={"lo", "eth0", "okvqa0"},
         mounts=["/", "/proc", "/run/containerd/x"],
         paths={"/var/lib/kubelet": True, "/etc/cni": True},

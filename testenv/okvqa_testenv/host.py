@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ FIXED_PATHS = (
     "/opt/cni",
 )
 IPTABLES_TABLES = ("filter", "nat", "mangle")
+IPTABLES_COMMANDS = ("iptables", "ip6tables")
 
 
 def read_sysctl(name: str) -> str | None:
@@ -57,14 +59,20 @@ def write_sysctl(name: str, value: str) -> None:
 
 
 def iptables_rules() -> dict[str, list[str]]:
-    """Chains and rules per table, without counters: what `iptables -S` prints."""
-    if shutil.which("iptables") is None:
-        return {}
+    """Chains and rules per `<command> -t <table>` (IPv4 and IPv6), without counters: what `-S` prints."""
     rules = {}
-    for table in IPTABLES_TABLES:
-        result = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True)
-        rules[table] = result.stdout.splitlines() if result.returncode == 0 else []
+    for command in IPTABLES_COMMANDS:
+        if shutil.which(command) is None:
+            continue
+        for table in IPTABLES_TABLES:
+            result = subprocess.run([command, "-w", "-t", table, "-S"], capture_output=True, text=True)
+            rules[f"{command} -t {table}"] = result.stdout.splitlines() if result.returncode == 0 else []
     return rules
+
+
+def _ours(rule: str) -> bool:
+    """A rule or chain of the kubelet, kube-proxy or the CNI plugins (never a rule of the machine's own)."""
+    return any(word.startswith(("KUBE-", "CNI-")) for word in shlex.split(rule))
 
 
 def links() -> set[str]:
@@ -108,10 +116,20 @@ class HostState:
         )
 
     def restore(self) -> None:
-        """Put back the tunables and remove the fixed paths that did not exist before."""
+        """Put back the tunables, drop the Kubernetes/CNI iptables rules and chains added since (the
+        kubelet makes KUBE-FIREWALL whatever its configuration says, and kube-proxy's `--cleanup` leaves
+        it), and remove the fixed paths that did not exist before."""
         for name, value in self.sysctls.items():
             if value is not None and read_sysctl(name) != value:
                 write_sysctl(name, value)
+        for where, rules in iptables_rules().items():
+            command = where.split()  # ["iptables", "-t", "nat"]
+            added = [r for r in rules if r not in self.iptables.get(where, []) and _ours(r)]
+            for rule in (r for r in added if r.startswith("-A ")):
+                subprocess.run([*command, "-w", "-D", *shlex.split(rule)[1:]], capture_output=True)
+            for chain in (r.split()[1] for r in added if r.startswith("-N ")):
+                subprocess.run([*command, "-w", "-F", chain], capture_output=True)
+                subprocess.run([*command, "-w", "-X", chain], capture_output=True)
         for path, existed in self.paths.items():
             if not existed and os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -123,10 +141,10 @@ class HostState:
             for name, value in self.sysctls.items()
             if after.sysctls.get(name) != value
         ]
-        for table, rules in self.iptables.items():
-            now = after.iptables.get(table, [])
-            problems += [f"iptables -t {table}: left {rule}" for rule in now if rule not in rules]
-            problems += [f"iptables -t {table}: lost {rule}" for rule in rules if rule not in now]
+        for where, rules in self.iptables.items():
+            now = after.iptables.get(where, [])
+            problems += [f"{where}: left {rule}" for rule in now if rule not in rules]
+            problems += [f"{where}: lost {rule}" for rule in rules if rule not in now]
         problems += [f"network link left: {link}" for link in sorted(after.links - self.links)]
         problems += [f"mount left: {point}" for point in after.mounts if point not in self.mounts]
         problems += [
