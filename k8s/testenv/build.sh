@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Builds the real control plane the cluster tests run against (`make testenv`): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kwok, the Kubeflow training operator v1 and SeaweedFS (S3),
-# each from its Go module at the version pinned in the go.mod beside this script, plus data files of those
-# same releases: the PyTorchJob CRD and kwok's default node and pod Stages.
+# kube-controller-manager, kube-scheduler, kwok and the Kubeflow training operator v1;
+# what a real Kubernetes node runs: kubelet, kube-proxy, containerd (with containerd-shim-runc-v2 and ctr),
+# the CNI plugins bridge, loopback, host-local and portmap (in cni-bin/, the node's CNI bin dir), CoreDNS
+# and the pod sandbox's static `pause` (from pause/pause.c, built with gcc); and what builds and serves
+# images offline: BuildKit (buildkitd, buildctl); and MinIO (minio: the tests' S3 server and the chart's;
+# mc, its bucket Job's client). Each Go binary comes from its Go module at the version pinned in the go.mod
+# beside this script, plus data files of those same releases: the PyTorchJob CRD and kwok's default node
+# and pod Stages.
 #
 # Binaries land outside the clone, in $OKVQA_TESTENV_DIR (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/okvqa-k8s/testenv/bin). Each binary gets a stamp naming its module
-# version and a hash of the go.mod/go.sum/sources it came from: a binary whose stamp matches is skipped,
-# so a second run is a no-op. If $KUBEBUILDER_ASSETS (what controller-runtime's setup-envtest fills) holds
-# etcd and kube-apiserver, those two are linked from there instead of built.
+# version and a hash of the go.mod/go.sum/sources it came from (pause: of pause.c and the gcc version): a
+# binary whose stamp matches is skipped, so a second run is a no-op. If $KUBEBUILDER_ASSETS (what
+# controller-runtime's setup-envtest fills) holds etcd and kube-apiserver, those two are linked from there
+# instead of built.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,11 +39,15 @@ rm -rf "$out"/.build.*  # what an interrupted run left behind
 
 log() { printf '[testenv] %s\n' "$*"; }
 
+# version_of DIR MODULE: the version of MODULE that the go.mod in DIR pins.
+version_of() {
+  (cd "$here/$1" && "$go" list -m -f '{{.Version}}' "$2")
+}
+
 # The stamp of a component: module@version, Go version, and a hash of every input file of its directory.
 stamp_of() {
-  local dir=$1 module=$2 version
-  version=$(cd "$here/$dir" && "$go" list -m -f '{{.Version}}' "$module")
-  printf '%s@%s %s %s\n' "$module" "$version" "$goversion" \
+  local dir=$1 module=$2
+  printf '%s@%s %s %s\n' "$module" "$(version_of "$dir" "$module")" "$goversion" \
     "$(cd "$here/$dir" && shopt -s nullglob && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)"
 }
 
@@ -46,13 +56,19 @@ up_to_date() {
   [[ -x $out/$name && -f $stamps/$name && $(cat "$stamps/$name") == "$stamp" ]]
 }
 
-# build DIR MODULE LDFLAGS NAME=PACKAGE...: one `go build` for all binaries of one module, so they share
-# compiled packages; output goes to a temporary directory first so an interrupted build leaves no
-# half-written binary behind a valid stamp.
+# build [--tags TAGS] DIR MODULE LDFLAGS NAME=PACKAGE...: one `go build` for all binaries of one module,
+# so they share compiled packages; output goes to a temporary directory first so an interrupted build
+# leaves no half-written binary behind a valid stamp. TAGS (space-separated build tags) become part of
+# the stamp. A NAME may name a sub-directory of $out (cni-bin/bridge).
 build() {
-  local dir=$1 module=$2 ldflags=$3 stamp name pkg pkgs=() names=() pair tmp start
+  local tags='' dir module ldflags stamp name pkg pkgs=() names=() pair tmp start
+  if [[ $1 == --tags ]]; then
+    tags=$2
+    shift 2
+  fi
+  dir=$1 module=$2 ldflags=$3
   shift 3
-  stamp=$(stamp_of "$dir" "$module")
+  stamp=$(stamp_of "$dir" "$module")${tags:+ tags=${tags// /,}}
   for pair in "$@"; do
     name=${pair%%=*} pkg=${pair#*=}
     if up_to_date "$name" "$stamp"; then
@@ -65,8 +81,10 @@ build() {
   log "building ${names[*]} from ${stamp%% *} (go build -p $jobs, first build takes minutes)"
   tmp=$(mktemp -d "$out/.build.XXXXXX")
   start=$SECONDS
-  (cd "$here/$dir" && "$go" build -p "$jobs" -trimpath -ldflags="-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
+  (cd "$here/$dir" && "$go" build -p "$jobs" -trimpath ${tags:+"-tags=$tags"} -ldflags="-s -w $ldflags" \
+    -o "$tmp/" "${pkgs[@]}")
   for i in "${!names[@]}"; do
+    mkdir -p "$(dirname "$out/${names[$i]}")" "$(dirname "$stamps/${names[$i]}")"
     # go build names each binary after the last element of its package path.
     mv -f "$tmp/${pkgs[$i]##*/}" "$out/${names[$i]}"
     echo "$stamp" >"$stamps/${names[$i]}"
@@ -87,7 +105,43 @@ link_assets() {
   done
 }
 
-k8s_version=$(cd "$here/kubernetes" && "$go" list -m -f '{{.Version}}' k8s.io/kubernetes)
+# minio_ldflags PACKAGE PSEUDO-VERSION: what MinIO's buildscripts/gen-ldflags.go stamps into PACKAGE
+# (github.com/minio/minio/cmd, github.com/minio/mc/cmd), from the commit time and hash that a
+# pseudo-version (v0.0.0-yyyymmddhhmmss-abcdefabcdef) carries; without them both report DEVELOPMENT.GOGET.
+minio_ldflags() {
+  local pkg=$1 version=$2 ts hash when
+  ts=${version%-*} hash=${version##*-}
+  ts=${ts##*[-.]}
+  if ! [[ $ts =~ ^[0-9]{14}$ && $hash =~ ^[0-9a-f]{12}$ ]]; then
+    echo "build.sh: $pkg: $version is not a pseudo-version" >&2
+    exit 1
+  fi
+  when="${ts:0:4}-${ts:4:2}-${ts:6:2}T${ts:8:2}:${ts:10:2}:${ts:12:2}Z"
+  echo "-X $pkg.Version=$when -X $pkg.ReleaseTag=DEVELOPMENT.${when//:/-} -X $pkg.CommitID=$hash" \
+    "-X $pkg.ShortCommitID=$hash -X $pkg.CopyrightYear=${ts:0:4}"
+}
+
+# build_pause: the pod sandbox's `pause` from pause/pause.c: a static C binary, so its image needs no libc.
+build_pause() {
+  local src=$here/pause/pause.c stamp tmp
+  if ! command -v gcc >/dev/null 2>&1; then
+    echo "build.sh: gcc is not installed (apt-get install gcc libc6-dev); it is needed to build pause" >&2
+    exit 1
+  fi
+  stamp="pause $(sha256sum <"$src" | cut -c1-16) $(gcc --version | head -n1)"
+  if up_to_date pause "$stamp"; then
+    log "pause: up to date"
+    return 0
+  fi
+  tmp=$(mktemp -d "$out/.build.XXXXXX")
+  gcc -static -O2 -s -o "$tmp/pause" "$src"
+  mv -f "$tmp/pause" "$out/pause"
+  echo "$stamp" >"$stamps/pause"
+  rmdir "$tmp"
+  log "built pause with $(gcc --version | head -n1)"
+}
+
+k8s_version=$(version_of kubernetes k8s.io/kubernetes)
 k8s_minor=${k8s_version#v1.}
 k8s_minor=${k8s_minor%%.*}
 # What Kubernetes' own hack/lib/version.sh stamps: without it the servers report v0.0.0-master, which
@@ -108,11 +162,36 @@ else
     kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager
     kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler)
 fi
-build kubernetes k8s.io/kubernetes "$k8s_ldflags" "${kube_servers[@]}"
+build kubernetes k8s.io/kubernetes "$k8s_ldflags" "${kube_servers[@]}" \
+  kubelet=k8s.io/kubernetes/cmd/kubelet kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 build kwok sigs.k8s.io/kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok
 build training-operator github.com/kubeflow/training-operator "" \
   training-operator=github.com/kubeflow/training-operator/cmd/training-operator.v1
-build seaweedfs github.com/seaweedfs/seaweedfs "" weed=github.com/seaweedfs/seaweedfs/weed
+
+# A real node's runtime and network, and what builds and serves images offline.
+containerd_version=$(version_of containerd github.com/containerd/containerd/v2)
+build --tags "no_btrfs no_devmapper no_zfs" containerd github.com/containerd/containerd/v2 \
+  "-X github.com/containerd/containerd/v2/version.Version=$containerd_version" \
+  containerd=github.com/containerd/containerd/v2/cmd/containerd \
+  containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+  ctr=github.com/containerd/containerd/v2/cmd/ctr
+# The CNI bin dir holds nothing but plugins, so they get a directory of their own.
+cni_version=$(version_of cni-plugins github.com/containernetworking/plugins)
+build cni-plugins github.com/containernetworking/plugins \
+  "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$cni_version" \
+  cni-bin/bridge=github.com/containernetworking/plugins/plugins/main/bridge \
+  cni-bin/loopback=github.com/containernetworking/plugins/plugins/main/loopback \
+  cni-bin/host-local=github.com/containernetworking/plugins/plugins/ipam/host-local \
+  cni-bin/portmap=github.com/containernetworking/plugins/plugins/meta/portmap
+build coredns github.com/coredns/coredns "" coredns=github.com/coredns/coredns
+build_pause
+buildkit_version=$(version_of buildkit github.com/moby/buildkit)
+build buildkit github.com/moby/buildkit "-X github.com/moby/buildkit/version.Version=$buildkit_version" \
+  buildkitd=github.com/moby/buildkit/cmd/buildkitd buildctl=github.com/moby/buildkit/cmd/buildctl
+minio_ldflags=$(minio_ldflags github.com/minio/minio/cmd "$(version_of minio github.com/minio/minio)")
+build minio github.com/minio/minio "$minio_ldflags" minio=github.com/minio/minio
+mc_ldflags=$(minio_ldflags github.com/minio/mc/cmd "$(version_of mc github.com/minio/mc)")
+build mc github.com/minio/mc "$mc_ldflags" mc=github.com/minio/mc
 
 # copy_from_module DIR MODULE NAME DESTDIR FILE...: data files of a built module's release, taken from the
 # module cache so they always match the binary (the PyTorchJob CRD; kwok's default node and pod Stages).
@@ -140,4 +219,5 @@ copy_from_module kwok sigs.k8s.io/kwok kwok-stages kwok-stages \
   kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
   kustomize/stage/pod/fast/pod-ready.yaml \
   kustomize/stage/pod/fast/pod-delete.yaml
-log "done: $(cd "$out" && echo etcd kube-* kwok training-operator weed ./*.yaml kwok-stages/*.yaml)"
+log "done: $(cd "$out" && echo etcd kube-* kubelet kwok training-operator minio mc containerd* ctr cni-bin/* \
+  coredns pause buildkitd buildctl ./*.yaml kwok-stages/*.yaml)"
