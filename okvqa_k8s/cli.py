@@ -14,7 +14,7 @@ from okvqa_k8s import __version__
 from okvqa_k8s.chartgen import chart
 from okvqa_k8s.data.cli import data
 from okvqa_k8s.demo import demo
-from okvqa_k8s.errors import UserError
+from okvqa_k8s.errors import OkvqaError
 from okvqa_k8s.evaluate.cli import compare_cmd, run_cmd
 from okvqa_k8s.evaluate.score_cli import score
 from okvqa_k8s.kube.cli import COMMANDS as KUBE_COMMANDS
@@ -50,10 +50,11 @@ for command in KUBE_COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: deliberate failures become one line on stderr (user errors: exit code 2), never a
+    traceback; anything else is a bug and keeps its traceback."""
     try:
         cli.main(args=argv, prog_name="okvqa-k8s", standalone_mode=False)
-    except UserError as exc:
+    except OkvqaError as exc:
         click.echo(f"okvqa-k8s: error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from okvqa_k8s.kube import names
-from okvqa_k8s.kube.client import ApiError
+from okvqa_k8s.kube.client import ApiError, api_error
 from okvqa_k8s.kube.operator import Reconciler
 
 SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
@@ -72,7 +72,7 @@ def test_reconcile_creates_once_and_records_events() -> None:
 
 
 def test_refused_object_fails_the_run_with_the_api_reason() -> None:
-    kube = MemoryKube(refuse={"PyTorchJob": ApiError(422, "Invalid", "spec.pytorchReplicaSpecs: bad")})
+    kube = MemoryKube(refuse={"PyTorchJob": api_error(422, "Invalid", "spec.pytorchReplicaSpecs: bad")})
     fine_tune(kube)
     assert reconciler(kube).reconcile("ns", "run") == "Failed"
     status = kube.objects[(names.KIND, "ns", "run")]["status"]
@@ -81,7 +81,7 @@ def test_refused_object_fails_the_run_with_the_api_reason() -> None:
 
 
 def test_transient_errors_propagate_for_retry_and_gone_objects_are_ignored() -> None:
-    kube = MemoryKube(refuse={"ConfigMap": ApiError(503, "ServiceUnavailable", "etcd busy")})
+    kube = MemoryKube(refuse={"ConfigMap": api_error(503, "ServiceUnavailable", "etcd busy")})
     fine_tune(kube)
     with pytest.raises(ApiError) as info:  # transient: must reach kopf/resync, which retry
         reconciler(kube).reconcile("ns", "run")

@@ -2,7 +2,8 @@
 
 The objects are the plain dicts the renderers produce, so one generic path builder serves every kind
 instead of a typed client per API group. API errors become `ApiError` (status code kept) so callers can
-tell "already exists" and "conflict" from real failures; nothing here decides anything.
+tell "already exists" and "conflict" from real failures, and each is a `PermanentError` or a
+`TemporaryError`: this module is the one place that knows which HTTP answers a retry can change.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from okvqa_k8s.errors import UserError
+from okvqa_k8s.errors import OkvqaError, PermanentError, TemporaryError, UserError
 from okvqa_k8s.kube import names
 
 # kind → plural for every kind the run touches (the renderers and the operator only use these).
@@ -33,14 +34,44 @@ PLURALS = {
 CLUSTER_SCOPED = {"CustomResourceDefinition", "Namespace"}
 
 
-class ApiError(Exception):
-    """A non-2xx answer; `status` 404/409/422… and the API's message (never a credential)."""
+# Answers about the request itself (malformed, forbidden, no such namespace, invalid object): sending it
+# again changes nothing. Everything else (conflicts, throttling, server errors) may go through later.
+PERMANENT_STATUSES = frozenset({400, 403, 404, 422})
+# Seconds before retrying a temporary failure when the server names none (Retry-After).
+RETRY_DELAY = 5.0
+
+
+class ApiError(OkvqaError):
+    """A non-2xx answer; `status` 404/409/422… and the API's message (never a credential).
+
+    Raised as one of its two subclasses (`api_error` picks), so callers catch `PermanentError` or
+    `TemporaryError` and never compare status codes to decide whether to retry.
+    """
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+
+
+class PermanentApiError(ApiError, PermanentError):
+    """The API refused the request itself: sending it again cannot succeed."""
+
+
+class TemporaryApiError(ApiError, TemporaryError):
+    """A conflict, throttling or server error: the same request may succeed after `delay` seconds."""
+
+    def __init__(self, status: int, reason: str, message: str, delay: float = RETRY_DELAY) -> None:
+        super().__init__(status, reason, message)
+        self.delay = delay
+
+
+def api_error(status: int, reason: str, message: str, retry_after: float | None = None) -> ApiError:
+    """The `ApiError` subclass for an HTTP answer: permanent, or temporary with the server's delay."""
+    if status in PERMANENT_STATUSES:
+        return PermanentApiError(status, reason, message)
+    return TemporaryApiError(status, reason, message, RETRY_DELAY if retry_after is None else retry_after)
 
 
 def object_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -144,7 +175,7 @@ class Kube:
                 raise
         existing = self.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         if existing is None:  # deleted between our POST and GET: let the next reconcile create it
-            raise ApiError(409, "Conflict", f"{obj['kind']} {meta['name']} is being deleted")
+            raise api_error(409, "Conflict", f"{obj['kind']} {meta['name']} is being deleted")
         return existing, False
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
@@ -244,4 +275,12 @@ def _api_error(exc: Any) -> ApiError:
         reason = body.get("reason", exc.reason or "")
     except (ValueError, TypeError):
         reason = exc.reason or ""
-    return ApiError(int(exc.status or 0), str(reason), str(message))
+    return api_error(int(exc.status or 0), str(reason), str(message), _retry_after(exc.headers))
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (429, 503), or None when absent or not a number."""
+    try:
+        return float((headers or {}).get("Retry-After"))
+    except (TypeError, ValueError):
+        return None

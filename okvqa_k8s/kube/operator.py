@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from okvqa_k8s.errors import UserError
+from okvqa_k8s.errors import PermanentError, UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.client import ApiError, Kube
 from okvqa_k8s.kube.decide import TERMINAL, Create, Decision, Delete, Observed, decide, fail
@@ -23,9 +23,6 @@ from okvqa_k8s.kube.render import Owner, result_uri, variants
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
 log = logging.getLogger("okvqa.operator")
-
-# API answers that will not change by retrying: the object itself is unacceptable or not allowed.
-PERMANENT = (400, 403, 404, 422)
 
 
 def utcnow() -> str:
@@ -144,9 +141,7 @@ class Reconciler:
                         )
                 elif isinstance(action, Delete):
                     self.kube.delete(action.api_version, action.kind, owner.namespace, action.name)
-            except ApiError as exc:
-                if exc.status not in PERMANENT:
-                    raise  # transient (500s, timeouts): the next event or resync retries
+            except PermanentError as exc:  # a TemporaryError propagates: the next event or resync retries
                 what = action.obj["kind"] if isinstance(action, Create) else action.kind
                 name = action.obj["metadata"]["name"] if isinstance(action, Create) else action.name
                 reason = "CreateFailed" if isinstance(action, Create) else "DeleteFailed"

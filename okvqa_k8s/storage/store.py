@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
-from okvqa_k8s.errors import UserError
+from okvqa_k8s.errors import TemporaryError, UserError
 from okvqa_k8s.fsutil import atomic_path, atomic_write_bytes
 from okvqa_k8s.storage.uri import parse
 
@@ -30,12 +30,15 @@ WHOLE_OBJECT_ATTEMPTS = 4
 MULTIPART_CHUNK = 16 * 2**20
 
 
-class TransientStorageError(UserError):
-    """A request still failing after the client's own retries; a whole-object retry may get through."""
+class TransientStorageError(UserError, TemporaryError):
+    """A request still failing after the client's own retries; a whole-object retry may get through.
+
+    A `UserError` too: when the whole-object retries run out it is what the user reads.
+    """
 
 
-class ChecksumMismatch(UserError):
-    """Bytes read back differ from the recorded sha256 (corrupt object or a torn transfer)."""
+class ChecksumMismatch(UserError, TemporaryError):
+    """Bytes read back differ from the recorded sha256: a torn transfer (retried) or a corrupt object."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ def with_retries(action: Callable[[], T], attempts: int = WHOLE_OBJECT_ATTEMPTS)
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (TransientStorageError, ChecksumMismatch):
+        except TemporaryError:
             if attempt == attempts:
                 raise
             time.sleep(random.uniform(0, min(0.1 * 2**attempt, 5.0)))
