@@ -24,7 +24,8 @@ from typing import Any
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.decide import TERMINAL, Create, Delete, Observed, decide
-from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner, result_uri, variants
+from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner, variants
+from okvqa_k8s.layout import progress_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec
 
 NAMESPACE = "local"
@@ -145,7 +146,7 @@ class LocalCluster:
                 eval_job["status"] = {"conditions": [{"type": cond, "status": "True", "message": message}]}
             if cond == "Complete":
                 results = {v: read_json(result_uri(self.spec, v)) for v in variants(self.spec)}
-        progress = read_json(f"{self.spec.output_uri.rstrip('/')}/progress.json") if job else None
+        progress = read_json(progress_uri(self.spec)) if job else None
         return Observed(
             configmap=self._get("ConfigMap", names.configmap_name(self._run)),
             job=job,

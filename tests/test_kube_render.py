@@ -22,9 +22,9 @@ from okvqa_k8s.kube.render import (
     render_finetune,
     render_pytorchjob,
     render_server,
-    result_uri,
     to_yaml,
 )
+from okvqa_k8s.layout import result_uri
 from okvqa_k8s.spec import parse_spec
 
 K8S_VERSION = "1.34.0"

@@ -79,6 +79,7 @@ def _api_call(what: str, fn: Any, *args: Any) -> Any:
 def _stage_if_local(spec: Any) -> Any:
     """A cluster cannot read this machine's disk: upload a local dataset beside the outputs first."""
     from okvqa_k8s import storage
+    from okvqa_k8s.layout import dataset_uri
     from okvqa_k8s.storage.uri import parse
 
     if parse(spec.dataset.uri).scheme != "file":
@@ -90,7 +91,7 @@ def _stage_if_local(spec: Any) -> Any:
         )
     if not Path(spec.dataset.uri).is_dir():
         raise UserError(f"dataset.uri: {spec.dataset.uri} is not a directory")
-    target = storage.join(spec.output_uri, "dataset")
+    target = dataset_uri(spec)
     click.echo(f"staging {spec.dataset.uri} → {target}", err=True)
     storage.stage_dataset(spec.dataset.uri, target, verify=True)
     doc = spec.to_wire()

@@ -24,15 +24,14 @@ from okvqa_k8s.kube.render import (
     SPEC_FILE,
     Owner,
     endpoint_url,
-    model_uri,
     render_configmap,
     render_eval_job,
     render_pytorchjob,
     render_server,
-    result_uri,
     spec_hash,
     variants,
 )
+from okvqa_k8s.layout import model_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
 PENDING, TRAINING, SERVING, EVALUATING, SUCCEEDED, FAILED = (

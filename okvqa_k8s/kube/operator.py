@@ -19,7 +19,8 @@ from okvqa_k8s.errors import PermanentError, UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.client import ApiError, Kube
 from okvqa_k8s.kube.decide import TERMINAL, Create, Decision, Delete, Observed, decide, fail
-from okvqa_k8s.kube.render import Owner, result_uri, variants
+from okvqa_k8s.kube.render import Owner, variants
+from okvqa_k8s.layout import checkpoints_uri, node_markers, progress_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
 log = logging.getLogger("okvqa.operator")
@@ -41,13 +42,12 @@ def read_json_or_none(uri: str) -> Any:
 
 
 def latest_checkpoint_or_none(spec: FineTuneSpec) -> str | None:
-    """Latest checkpoint every node has marked complete (`_COMPLETE.node-<i>`)."""
+    """Latest checkpoint every node has marked complete."""
     from okvqa_k8s import storage
 
-    markers = tuple(f"_COMPLETE.node-{i}" for i in range(spec.nodes))
-    prefix = storage.join(spec.output_uri, "checkpoints")
+    prefix = checkpoints_uri(spec)
     try:
-        name = storage.latest_complete_checkpoint(prefix, markers)
+        name = storage.latest_complete_checkpoint(prefix, node_markers(spec.nodes))
     except (FileNotFoundError, UserError, OSError) as exc:
         log.debug("cannot list checkpoints of %s: %s", spec.output_uri, exc)
         return None
@@ -89,7 +89,7 @@ class Reconciler:
     def observe(self, owner: Owner, spec_doc: dict[str, Any], status: dict[str, Any]) -> Observed:
         """Children by their deterministic names, then the run's files in storage."""
         ns, run = owner.namespace, owner.name
-        cm = self.kube.get("v1", "ConfigMap", ns, f"{run}-spec")
+        cm = self.kube.get("v1", "ConfigMap", ns, names.configmap_name(run))
         if cm is not None and not _owned_by(cm, owner):
             cm = None  # a same-named leftover of a deleted FineTune: never adopt another run's spec
         job = self.kube.get("kubeflow.org/v1", "PyTorchJob", ns, names.job_name(run))
@@ -109,7 +109,7 @@ class Reconciler:
         spec = _spec_for_storage(cm, spec_doc)
         if spec is None:
             return observed
-        progress = self.read_json(f"{spec.output_uri.rstrip('/')}/progress.json") if job else None
+        progress = self.read_json(progress_uri(spec)) if job else None
         results = {}
         if eval_job and _complete(eval_job):
             for variant in variants(spec):

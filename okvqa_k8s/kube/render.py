@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from okvqa_k8s.kube import names
+from okvqa_k8s.layout import eval_uri, model_uri
 from okvqa_k8s.spec import FineTuneSpec, ResourcesSpec
 
 Variant = Literal["finetuned", "base"]
@@ -228,29 +229,6 @@ def render_pytorchjob(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
     }
 
 
-def model_uri(spec: FineTuneSpec) -> str:
-    """Where training leaves the merged model (what vLLM and the built-in server load)."""
-    from okvqa_k8s.storage.uri import join
-
-    return join(spec.output_uri, "merged")
-
-
-def eval_out_uri(spec: FineTuneSpec) -> str:
-    """Where the evaluation Job uploads its --out directory (predictions, results, compare report)."""
-    from okvqa_k8s.storage.uri import join
-
-    return join(spec.output_uri, "eval")
-
-
-def result_uri(spec: FineTuneSpec, variant: Variant) -> str:
-    """results.json of one scored model: `eval run --compare` writes finetuned/ and base/ subdirectories."""
-    from okvqa_k8s.storage.uri import join
-
-    if variant == "base" or spec.evaluation.baseline:
-        return join(eval_out_uri(spec), variant, "results.json")
-    return join(eval_out_uri(spec), "results.json")
-
-
 def _served_model(spec: FineTuneSpec, variant: Variant) -> tuple[str | None, str]:
     """(URI to pull into the pod or None, path/id the server loads)."""
     source = model_uri(spec) if variant == "finetuned" else spec.model.name
@@ -418,7 +396,7 @@ def render_eval_job(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
     upload = {
         **evaluate,
         "name": "upload",
-        "command": ["okvqa-k8s", "sync", "push", f"{work}/eval", eval_out_uri(spec)],
+        "command": ["okvqa-k8s", "sync", "push", f"{work}/eval", eval_uri(spec)],
     }
     return {
         "apiVersion": "batch/v1",

@@ -3,7 +3,7 @@
 DeepSpeed writes, per checkpoint tag, one `zero_pp_rank_<r>_*` file per rank (its ZeRO shard) plus, under
 ZeRO-1/2, `mp_rank_00_model_states.pt` from global rank 0. With node-local scratch each node therefore
 holds only its own ranks' shards, so each node uploads what it has into the same checkpoint prefix and then
-writes its own marker `_COMPLETE.node-<i>`; a checkpoint counts only when every node's marker is there.
+writes its own marker (`layout.node_marker`); a checkpoint counts only when every node's marker is there.
 On restart each node downloads the shared files and its own ranks' shards, nothing else.
 """
 
@@ -14,9 +14,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from okvqa_k8s.layout import is_marker, node_marker
 from okvqa_k8s.progress import bar
 
-CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
 _RANK_FILE = re.compile(r"^zero_pp_rank_(\d+)_")
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -33,15 +33,11 @@ def step_of(tag: str) -> int:
     return int(match.group(1))
 
 
-def node_markers(nnodes: int) -> tuple[str, ...]:
-    return tuple(f"_COMPLETE.node-{i}" for i in range(nnodes))
-
-
 def files_for_node(names: Iterable[str], ranks: range) -> list[str]:
     """The checkpoint files one node needs: shared files plus the shards of its own ranks, no markers."""
     keep = []
     for name in names:
-        if name.startswith("_COMPLETE") or name.startswith(".okvqa"):
+        if is_marker(name) or name.startswith(".okvqa"):
             continue
         match = _RANK_FILE.match(Path(name).name)
         if match and int(match.group(1)) not in ranks:
@@ -61,7 +57,7 @@ def upload_node_checkpoint(local_dir: Path, uri: str, node_rank: int) -> int:
     from okvqa_k8s.storage import mark_complete, sync_up
 
     sent = sync_up(local_dir, uri)
-    mark_complete(uri, name=f"_COMPLETE.node-{node_rank}", payload={"node": node_rank})
+    mark_complete(uri, name=node_marker(node_rank), payload={"node": node_rank})
     return sent
 
 

@@ -17,9 +17,6 @@ from okvqa_k8s.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PROGRESS = "progress.json"
-METRICS = "metrics.json"
-
 
 class MetricLogger(Protocol):
     def log(self, values: dict[str, float], step: int) -> None: ...

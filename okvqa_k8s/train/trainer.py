@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from okvqa_k8s import layout
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.fsutil import atomic_write_json
 from okvqa_k8s.progress import bar
@@ -37,10 +38,9 @@ from okvqa_k8s.train.data import (
 )
 from okvqa_k8s.train.ds_config import load_ds_config, zero_stage
 from okvqa_k8s.train.env import DistEnv, dist_env, single_process_rendezvous
-from okvqa_k8s.train.reporting import METRICS, PROGRESS, ProgressFile, check_report_to, make_logger
+from okvqa_k8s.train.reporting import ProgressFile, check_report_to, make_logger
 
 log = logging.getLogger("okvqa_k8s.train")
-COMPLETE = "_COMPLETE"
 
 
 @dataclass
@@ -131,9 +131,9 @@ def train(spec: FineTuneSpec, options: RunOptions, environ: dict[str, str] | Non
 
     environ = os.environ if environ is None else environ
     env, ds_config = preflight(spec, options, dict(environ))
-    if exists(join(spec.output_uri, COMPLETE)):
+    if exists(join(spec.output_uri, layout.COMPLETE)):
         log.info("%s is already complete: nothing to train", spec.output_uri)
-        return read_json(join(spec.output_uri, METRICS))
+        return read_json(join(spec.output_uri, layout.METRICS))
     if not env.launched:
         single_process_rendezvous(environ)  # type: ignore[arg-type]
 
@@ -159,7 +159,7 @@ class _Run:
         self.dir = run_dir(options.scratch, spec.output_uri)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.dir / "checkpoints"
-        self.ckpt_uri = _join(spec.output_uri, ckpt.CHECKPOINTS)
+        self.ckpt_uri = layout.checkpoints_uri(spec)
         self.raw_ds_config = ds_config
         self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda":
@@ -216,7 +216,7 @@ class _Run:
         from okvqa_k8s.storage import latest_complete_checkpoint
 
         tag = (
-            latest_complete_checkpoint(self.ckpt_uri, ckpt.node_markers(self.env.nnodes))
+            latest_complete_checkpoint(self.ckpt_uri, layout.node_markers(self.env.nnodes))
             if self.env.is_main
             else None
         )
@@ -287,7 +287,7 @@ class _Run:
         self.sync_tensorboard()
         self.barrier()  # every node's marker is written: the checkpoint is complete
         if self.env.is_main:
-            complete = list_complete_checkpoints(self.ckpt_uri, ckpt.node_markers(self.env.nnodes))
+            complete = list_complete_checkpoints(self.ckpt_uri, layout.node_markers(self.env.nnodes))
             ckpt.prune_remote(self.ckpt_uri, complete, self.t.save_total_limit)
         log.info("checkpoint %s saved to %s", tag, self.ckpt_uri)
 
@@ -296,7 +296,7 @@ class _Run:
 
         tb = self.dir / "tensorboard"
         if self.env.is_main and tb.is_dir():
-            sync_up(tb, _join(self.spec.output_uri, "tensorboard"))
+            sync_up(tb, _join(self.spec.output_uri, layout.TENSORBOARD))
 
     # -- the end --------------------------------------------------------------------------------------
     def gather_trainable(self, engine: Any) -> dict[str, Any]:
@@ -325,13 +325,13 @@ class _Run:
             final = self.dir / "final"
             adapter = save_adapter(peft_model, weights, final / "adapter", base_name=self.spec.model.name)
             merged = merge_adapter(model_path, adapter, final / "merged", dtype=self.spec.model.dtype)
-            sync_up(adapter, _join(out, "adapter"))
-            sync_up(merged, _join(out, "merged"))
+            sync_up(adapter, _join(out, layout.ADAPTER))
+            sync_up(merged, layout.model_uri(self.spec))
             metrics = loop.metrics(zero_stage(self.raw_ds_config))
-            atomic_write_json(final / METRICS, metrics)
-            write_json(_join(out, METRICS), metrics)
+            atomic_write_json(final / layout.METRICS, metrics)
+            write_json(_join(out, layout.METRICS), metrics)
             self.sync_tensorboard()
-            mark_complete(out, name=COMPLETE, payload={"global_step": state.global_step})
+            mark_complete(out, name=layout.COMPLETE, payload={"global_step": state.global_step})
             log.info("training complete: %s", out)
         self.barrier()
         return metrics
@@ -372,7 +372,7 @@ class _Loop:
                 log_dir=run.dir / "tensorboard",
                 resume_step=state.global_step,
             )
-            self.progress = ProgressFile(_join(run.spec.output_uri, PROGRESS))
+            self.progress = ProgressFile(layout.progress_uri(run.spec))
 
     def micro_batches(self, epoch: int, first_update: int):
         """This rank's micro-batches of `epoch`, starting at optimiser step `first_update`."""
