@@ -23,8 +23,9 @@ from typing import Any
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
-from okvqa_k8s.kube.decide import TERMINAL, Create, Delete, Observed, decide
+from okvqa_k8s.kube.decide import Create, Delete, Observed, decide
 from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner, variants
+from okvqa_k8s.kube.states import TERMINAL, Phase
 from okvqa_k8s.layout import progress_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec
 
@@ -392,14 +393,14 @@ def run_local(
         echo(f"{name}: {status.get('phase')}: {status.get('message', '')}")
         echo(f"logs: {cluster.root / 'logs'}")
         served = names.server_name(name)
-        if keep_serving and status.get("phase") == "Succeeded" and served in cluster.ports:
+        if keep_serving and status.get("phase") == Phase.SUCCEEDED and served in cluster.ports:
             echo(f"serving at http://127.0.0.1:{cluster.ports[served]}/v1 (Ctrl-C to stop)")
             while cluster.processes.get(served) and all(
                 p.proc.poll() is None for p in cluster.processes[served]
             ):
                 time.sleep(1)
     except KeyboardInterrupt:
-        if status.get("phase") != "Succeeded":
+        if status.get("phase") != Phase.SUCCEEDED:
             raise
     finally:
         progress.close()

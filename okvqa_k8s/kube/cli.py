@@ -174,8 +174,9 @@ def submit(
 
 def _drive_without_operator(kube: Any, spec: Any, owner: Any) -> None:
     """The operator's loop, run from the CLI: same decide, same objects (not owned, delete by label)."""
-    from okvqa_k8s.kube.decide import TERMINAL, decide
+    from okvqa_k8s.kube.decide import decide
     from okvqa_k8s.kube.operator import Reconciler, utcnow
+    from okvqa_k8s.kube.states import TERMINAL
 
     reconciler = Reconciler(kube)
     status: dict[str, Any] = {}

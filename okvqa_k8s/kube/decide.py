@@ -31,18 +31,9 @@ from okvqa_k8s.kube.render import (
     spec_hash,
     variants,
 )
+from okvqa_k8s.kube.states import ACTIVE, TERMINAL, Condition, EventType, Phase, Reason
 from okvqa_k8s.layout import model_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
-
-PENDING, TRAINING, SERVING, EVALUATING, SUCCEEDED, FAILED = (
-    "Pending",
-    "Training",
-    "Serving",
-    "Evaluating",
-    "Succeeded",
-    "Failed",
-)
-TERMINAL = (SUCCEEDED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -77,8 +68,8 @@ class Delete:
 
 @dataclass(frozen=True)
 class Event:
-    type: str  # Normal | Warning
-    reason: str
+    type: EventType
+    reason: str  # a Reason, or the Phase entered
     message: str
 
 
@@ -91,9 +82,9 @@ class Decision:
 
 def set_condition(
     status: dict[str, Any],
-    ctype: str,
+    ctype: Condition,
     value: bool,
-    reason: str,
+    reason: Reason,
     message: str,
     now: str,
     generation: int | None,
@@ -130,12 +121,12 @@ def _available(deployment: Mapping[str, Any]) -> bool:
     return int((deployment.get("status") or {}).get("availableReplicas") or 0) >= wanted
 
 
-def fail(status: dict[str, Any], reason: str, message: str, now: str, generation: int | None) -> Decision:
-    """Move to Failed with a reason (also used by the operator when the API refuses an object)."""
+def fail(status: dict[str, Any], reason: Reason, message: str, now: str, generation: int | None) -> Decision:
+    """Move to Failed with a reason (also used by the driver when the API refuses an object)."""
     new = dict(status)
-    new.update(phase=FAILED, reason=reason, message=message)
-    set_condition(new, "Ready", False, reason, message, now, generation)
-    events = [] if status.get("phase") == FAILED else [Event("Warning", reason, message)]
+    new.update(phase=Phase.FAILED, reason=reason, message=message)
+    set_condition(new, Condition.READY, False, reason, message, now, generation)
+    events = [] if status.get("phase") == Phase.FAILED else [Event(EventType.WARNING, reason, message)]
     return Decision(status=new, events=events)
 
 
@@ -172,13 +163,13 @@ def decide(
 
     accepted = _accepted_spec(observed.configmap)
     fresh = accepted is None
-    if fresh and old.get("phase") == FAILED and old.get("reason") == "InvalidSpec":
+    if fresh and old.get("phase") == Phase.FAILED and old.get("reason") == Reason.INVALID_SPEC:
         st.pop("phase")  # nothing was created: a corrected spec simply starts the run
     if fresh:
         accepted = current
     if accepted is None:
-        set_condition(st, "SpecAccepted", False, "InvalidSpec", problem, now, generation)
-        return _finish(old, fail(st, "InvalidSpec", problem, now, generation))
+        set_condition(st, Condition.SPEC_ACCEPTED, False, Reason.INVALID_SPEC, problem, now, generation)
+        return _finish(old, fail(st, Reason.INVALID_SPEC, problem, now, generation))
 
     decision = Decision(status=st)
     _spec_condition(decision, old, current, accepted, problem, now, generation)
@@ -193,31 +184,45 @@ def decide(
 
     job = observed.job
     if job is None:
-        if old.get("phase") in (PENDING, TRAINING, SERVING, EVALUATING) and old.get("jobName"):
+        if old.get("phase") in ACTIVE and old.get("jobName"):
             msg = f"PyTorchJob {st['jobName']} disappeared; delete and resubmit the FineTune to train again"
-            return _finish(old, fail(st, "JobDeleted", msg, now, generation))
+            return _finish(old, fail(st, Reason.JOB_DELETED, msg, now, generation))
         decision.actions.append(Create(render_pytorchjob(accepted, owner)))
-        _phase(st, PENDING, "JobCreated", f"created PyTorchJob {st['jobName']}; waiting for its pods")
-        set_condition(st, "Trained", False, "Pending", "PyTorchJob created", now, generation)
+        _phase(
+            st, Phase.PENDING, Reason.JOB_CREATED, f"created PyTorchJob {st['jobName']}; waiting for its pods"
+        )
+        set_condition(st, Condition.TRAINED, False, Reason.PENDING, "PyTorchJob created", now, generation)
         return _finish(old, decision)
 
     if failed := condition_true(job, "Failed"):
         msg = f"PyTorchJob {st['jobName']} failed: {failed.get('reason', '')}: {failed.get('message', '')}"
-        set_condition(st, "Trained", False, "JobFailed", msg, now, generation)
-        return _finish(old, fail(st, "TrainingFailed", msg, now, generation))
+        set_condition(st, Condition.TRAINED, False, Reason.JOB_FAILED, msg, now, generation)
+        return _finish(old, fail(st, Reason.TRAINING_FAILED, msg, now, generation))
     if not condition_true(job, "Succeeded"):
         if condition_true(job, "Running") or condition_true(job, "Restarting"):
-            _phase(st, TRAINING, "JobRunning", f"PyTorchJob {st['jobName']} is running")
-            set_condition(st, "Trained", False, "Running", "training in progress", now, generation)
+            _phase(st, Phase.TRAINING, Reason.JOB_RUNNING, f"PyTorchJob {st['jobName']} is running")
+            set_condition(
+                st, Condition.TRAINED, False, Reason.RUNNING, "training in progress", now, generation
+            )
         else:
-            _phase(st, PENDING, "JobCreated", f"waiting for the pods of PyTorchJob {st['jobName']}")
+            _phase(
+                st, Phase.PENDING, Reason.JOB_CREATED, f"waiting for the pods of PyTorchJob {st['jobName']}"
+            )
         return _finish(old, decision)
 
     st["modelUri"] = model_uri(accepted)
-    set_condition(st, "Trained", True, "JobSucceeded", f"merged model at {st['modelUri']}", now, generation)
+    set_condition(
+        st,
+        Condition.TRAINED,
+        True,
+        Reason.JOB_SUCCEEDED,
+        f"merged model at {st['modelUri']}",
+        now,
+        generation,
+    )
     if not accepted.inference.enabled:
-        _phase(st, SUCCEEDED, "Trained", "training succeeded (inference disabled)")
-        set_condition(st, "Ready", True, "Trained", "training succeeded", now, generation)
+        _phase(st, Phase.SUCCEEDED, Reason.TRAINED, "training succeeded (inference disabled)")
+        set_condition(st, Condition.READY, True, Reason.TRAINED, "training succeeded", now, generation)
         return _finish(old, decision)
     _serve_and_evaluate(decision, owner, accepted, observed, now, generation)
     return _finish(old, decision)
@@ -234,17 +239,19 @@ def _spec_condition(
 ) -> None:
     st = decision.status
     if current is not None and spec_hash(current) == spec_hash(accepted):
-        set_condition(st, "SpecAccepted", True, "Accepted", "the run uses this spec", now, generation)
+        set_condition(
+            st, Condition.SPEC_ACCEPTED, True, Reason.ACCEPTED, "the run uses this spec", now, generation
+        )
         return
-    reason = "InvalidSpec" if current is None else "ChangeRefused"
+    reason = Reason.INVALID_SPEC if current is None else Reason.CHANGE_REFUSED
     msg = (problem + "; " if problem else "") + (
         "the spec changed after the run started; it keeps the accepted spec (no silent restart). "
         "Revert the change, or delete and resubmit the FineTune to run the new spec"
     )
-    was = next((c for c in old.get("conditions", []) if c.get("type") == "SpecAccepted"), None)
+    was = next((c for c in old.get("conditions", []) if c.get("type") == Condition.SPEC_ACCEPTED), None)
     if not was or was.get("status") != "False" or was.get("reason") != reason:
-        decision.events.append(Event("Warning", "SpecChangeRefused", msg))
-    set_condition(st, "SpecAccepted", False, reason, msg, now, generation)
+        decision.events.append(Event(EventType.WARNING, Reason.SPEC_CHANGE_REFUSED, msg))
+    set_condition(st, Condition.SPEC_ACCEPTED, False, reason, msg, now, generation)
 
 
 def _progress(st: dict[str, Any], observed: Observed) -> None:
@@ -257,7 +264,7 @@ def _progress(st: dict[str, Any], observed: Observed) -> None:
         st["checkpointUri"] = observed.checkpoint_uri
 
 
-def _phase(st: dict[str, Any], phase: str, reason: str, message: str) -> None:
+def _phase(st: dict[str, Any], phase: Phase, reason: Reason, message: str) -> None:
     st.update(phase=phase, reason=reason, message=message)
 
 
@@ -276,20 +283,27 @@ def _serve_and_evaluate(
             stuck = _condition_false(observed.deployments[variant], "Progressing")
             if stuck and stuck.get("reason") == "ProgressDeadlineExceeded":
                 msg = f"Deployment {deployment['metadata']['name']}: {stuck.get('message', 'not available')}"
-                _absorb(decision, fail(st, "ServingFailed", msg, now, generation))
+                _absorb(decision, fail(st, Reason.SERVING_FAILED, msg, now, generation))
                 return
             if not _available(observed.deployments[variant]):
                 waiting.append(deployment["metadata"]["name"])
         if variant not in observed.services:
             decision.actions.append(Create(service))
     if waiting:
-        _phase(st, SERVING, "WaitingForServer", f"waiting for {', '.join(waiting)} to become available")
+        _phase(
+            st,
+            Phase.SERVING,
+            Reason.WAITING_FOR_SERVER,
+            f"waiting for {', '.join(waiting)} to become available",
+        )
         return
     st["endpoint"] = endpoint_url(spec, owner)
-    set_condition(st, "Served", True, "Available", f"serving at {st['endpoint']}/v1", now, generation)
+    set_condition(
+        st, Condition.SERVED, True, Reason.AVAILABLE, f"serving at {st['endpoint']}/v1", now, generation
+    )
     if not spec.evaluation.enabled:
-        _phase(st, SUCCEEDED, "Serving", f"model served at {st['endpoint']}")
-        set_condition(st, "Ready", True, "Serving", "trained and serving", now, generation)
+        _phase(st, Phase.SUCCEEDED, Reason.SERVING, f"model served at {st['endpoint']}")
+        set_condition(st, Condition.READY, True, Reason.SERVING, "trained and serving", now, generation)
         return
 
     job = observed.eval_job
@@ -297,21 +311,23 @@ def _serve_and_evaluate(
     job_name = rendered["metadata"]["name"]
     if job is None:
         decision.actions.append(Create(rendered))
-        _phase(st, EVALUATING, "Evaluating", f"created Job {job_name}")
+        _phase(st, Phase.EVALUATING, Reason.EVALUATING, f"created Job {job_name}")
         return
     if failed := condition_true(job, "Failed"):
         why = failed.get("message") or failed.get("reason", "")
-        _absorb(decision, fail(st, "EvaluationFailed", f"Job {job_name} failed: {why}", now, generation))
+        _absorb(
+            decision, fail(st, Reason.EVALUATION_FAILED, f"Job {job_name} failed: {why}", now, generation)
+        )
         return
     if not condition_true(job, "Complete"):
-        _phase(st, EVALUATING, "Evaluating", f"waiting for Job {job_name}")
+        _phase(st, Phase.EVALUATING, Reason.EVALUATING, f"waiting for Job {job_name}")
         return
     accuracy = {}
     for variant in wanted:
         result = observed.eval_results.get(variant) or {}
         if not isinstance(result.get("overall"), int | float):
             msg = f"Job {job_name} completed but {result_uri(spec, variant)} has no 'overall' accuracy"
-            _absorb(decision, fail(st, "EvaluationFailed", msg, now, generation))
+            _absorb(decision, fail(st, Reason.EVALUATION_FAILED, msg, now, generation))
             return
         accuracy[variant] = round(float(result["overall"]), 2)
     st["accuracy"] = accuracy
@@ -322,9 +338,11 @@ def _serve_and_evaluate(
             Delete("v1", "Service", names.server_name(owner.name, "base")),
         ]
     summary = ", ".join(f"{k} {v:.2f}%" for k, v in sorted(accuracy.items()))
-    _phase(st, SUCCEEDED, "Evaluated", f"VQA accuracy: {summary}; serving at {st['endpoint']}")
-    set_condition(st, "Evaluated", True, "Complete", summary, now, generation)
-    set_condition(st, "Ready", True, "Evaluated", "trained, evaluated and serving", now, generation)
+    _phase(st, Phase.SUCCEEDED, Reason.EVALUATED, f"VQA accuracy: {summary}; serving at {st['endpoint']}")
+    set_condition(st, Condition.EVALUATED, True, Reason.COMPLETE, summary, now, generation)
+    set_condition(
+        st, Condition.READY, True, Reason.EVALUATED, "trained, evaluated and serving", now, generation
+    )
 
 
 def _absorb(decision: Decision, failure: Decision) -> None:
@@ -337,6 +355,6 @@ def _absorb(decision: Decision, failure: Decision) -> None:
 def _finish(old: Mapping[str, Any], decision: Decision) -> Decision:
     """One event per phase transition, so `kubectl describe` tells the run's story once."""
     new_phase = decision.status.get("phase")
-    if new_phase and new_phase != old.get("phase") and new_phase != FAILED:
-        decision.events.append(Event("Normal", new_phase, decision.status.get("message", new_phase)))
+    if new_phase and new_phase != old.get("phase") and new_phase != Phase.FAILED:
+        decision.events.append(Event(EventType.NORMAL, new_phase, decision.status.get("message", new_phase)))
     return decision

@@ -18,8 +18,9 @@ from typing import Any
 from okvqa_k8s.errors import PermanentError, UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.client import ApiError, Kube
-from okvqa_k8s.kube.decide import TERMINAL, Create, Decision, Delete, Observed, decide, fail
+from okvqa_k8s.kube.decide import Create, Decision, Delete, Observed, decide, fail
 from okvqa_k8s.kube.render import Owner, variants
+from okvqa_k8s.kube.states import TERMINAL, Reason
 from okvqa_k8s.layout import checkpoints_uri, node_markers, progress_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
@@ -144,7 +145,7 @@ class Reconciler:
             except PermanentError as exc:  # a TemporaryError propagates: the next event or resync retries
                 what = action.obj["kind"] if isinstance(action, Create) else action.kind
                 name = action.obj["metadata"]["name"] if isinstance(action, Create) else action.name
-                reason = "CreateFailed" if isinstance(action, Create) else "DeleteFailed"
+                reason = Reason.CREATE_FAILED if isinstance(action, Create) else Reason.DELETE_FAILED
                 failure = fail(decision.status, reason, f"{what} {name}: {exc}", self.clock(), generation)
                 failure.events[:0] = decision.events
                 return failure

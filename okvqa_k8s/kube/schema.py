@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 
+from okvqa_k8s.kube.states import Phase
 from okvqa_k8s.spec import FineTuneSpec
 
 Dialect = Literal["kubernetes", "jsonschema"]
@@ -142,7 +143,7 @@ def status_openapi_schema() -> dict[str, Any]:
         "properties": {
             "phase": {
                 "type": "string",
-                "enum": ["Pending", "Training", "Serving", "Evaluating", "Succeeded", "Failed"],
+                "enum": [phase.value for phase in Phase],
             },
             "reason": {**text, "description": "Machine-readable cause of the current phase (Failed: why)."},
             "message": {**text, "description": "Human-readable detail of the current phase."},
