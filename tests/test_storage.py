@@ -39,6 +39,7 @@ from okvqa_k8s.storage import (
     sync_up,
     write_json,
 )
+from okvqa_k8s.storage.base import ObjectInfo
 from okvqa_k8s.storage.checkpoints import complete_checkpoints
 from okvqa_k8s.storage.index import valid_entries
 from okvqa_k8s.storage.shards import (
@@ -53,7 +54,6 @@ from okvqa_k8s.storage.shards import (
     safe_relpath,
     tar_footprint,
 )
-from okvqa_k8s.storage.store import ObjectInfo
 from okvqa_k8s.storage.sync import plan_upload
 from okvqa_k8s.storage.tarparts import ShardParts, Stamp, stamp_of
 from okvqa_k8s.storage.uri import parse
@@ -325,7 +325,7 @@ def test_layout_footprint_counts_pax_headers_and_part_size_respects_the_part_lim
 
 def test_a_failed_attempt_takes_back_its_progress(tmp_path: Path) -> None:
     """A retried upload must not push the bar past its total: the failed attempt's bytes are taken back."""
-    from okvqa_k8s.storage.store import TransientStorageError
+    from okvqa_k8s.storage.base import TransientStorageError
     from okvqa_k8s.storage.transfer import _upload_verified
 
     target = tmp_path / "obj"

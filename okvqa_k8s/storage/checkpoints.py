@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from okvqa_k8s.storage.store import store_for, write_json
+from okvqa_k8s.storage.objects import write_json
+from okvqa_k8s.storage.registry import store_for
 from okvqa_k8s.storage.uri import join
 
 _STEP = re.compile(r"(\d+)$")

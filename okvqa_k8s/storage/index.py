@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from okvqa_k8s.storage.store import ObjectInfo, Store
+from okvqa_k8s.storage.base import ObjectInfo, Store
 from okvqa_k8s.storage.uri import join
 
 INDEX_NAME = ".okvqa-index.json"

@@ -24,7 +24,7 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.storage.store import (
+from okvqa_k8s.storage.base import (
     MULTIPART_CHUNK,
     Buffer,
     ObjectInfo,

@@ -10,10 +10,11 @@ from typing import Any
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.fsutil import sha256_file
 from okvqa_k8s.progress import bar
+from okvqa_k8s.storage.base import ChecksumMismatch, with_retries
 from okvqa_k8s.storage.index import INDEX_NAME, RemoteIndex
 from okvqa_k8s.storage.parallel import hash_files, part_concurrency, run_parallel
+from okvqa_k8s.storage.registry import store_for
 from okvqa_k8s.storage.shards import safe_relpath
-from okvqa_k8s.storage.store import ChecksumMismatch, store_for, with_retries
 from okvqa_k8s.storage.uri import join
 
 

@@ -18,10 +18,19 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.fsutil import CHUNK, atomic_directory, atomic_write_json, sha256_file
+from okvqa_k8s.fsutil import CHUNK, atomic_directory, atomic_path, atomic_write_json, sha256_file
 from okvqa_k8s.progress import bar
+from okvqa_k8s.storage.base import (
+    MULTIPART_CHUNK,
+    ChecksumMismatch,
+    ObjectInfo,
+    Progress,
+    Store,
+    with_retries,
+)
 from okvqa_k8s.storage.index import RemoteIndex
 from okvqa_k8s.storage.parallel import part_concurrency, run_parallel
+from okvqa_k8s.storage.registry import store_for
 from okvqa_k8s.storage.shards import (
     IMAGES_DIR,
     MANIFEST_NAME,
@@ -36,15 +45,6 @@ from okvqa_k8s.storage.shards import (
     part_size_for,
     plan_shards,
     safe_relpath,
-)
-from okvqa_k8s.storage.store import (
-    MULTIPART_CHUNK,
-    ChecksumMismatch,
-    ObjectInfo,
-    Progress,
-    Store,
-    store_for,
-    with_retries,
 )
 from okvqa_k8s.storage.tarparts import ShardParts, Stamp, changed_while_staging, stamp_of
 from okvqa_k8s.storage.uri import join
@@ -376,18 +376,13 @@ def _extract_stream(
 
 
 def _stream_file(stream: BinaryIO, entry: dict[str, Any], out: Path, source: str, progress: Progress) -> None:
-    """Write one plain file through a temp name, renamed only once its sha256 matched."""
+    """Write one plain file through a temp sibling, renamed into place only once its sha256 matched."""
     reader = _HashingReader(stream, progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
+    with atomic_path(out) as tmp:
         with open(tmp, "wb") as dst:
             while chunk := reader.read(CHUNK):
                 dst.write(chunk)
         _expect_digest(reader, entry, source)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fetched_digest(marker: Path) -> str | None:
