@@ -40,7 +40,7 @@ def demo(spec_file: Path, workdir: Path, size: int, overrides: tuple[str, ...]) 
     from okvqa_k8s.errors import UserError
     from okvqa_k8s.evaluate.report import compare_markdown
     from okvqa_k8s.fsutil import atomic_write_json
-    from okvqa_k8s.local import run_local
+    from okvqa_k8s.kube.backends.local import run_local
     from okvqa_k8s.spec import load_spec
     from okvqa_k8s.train.tiny import build_tiny_model, dataset_texts
 

@@ -25,12 +25,13 @@ from click.testing import CliRunner
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
+from okvqa_k8s.kube.backends.kubernetes import KubernetesCluster
+from okvqa_k8s.kube.backends.pod_env import container_env, operator_env
 from okvqa_k8s.kube.cli import COMMANDS
 from okvqa_k8s.kube.client import ApiError, Kube, object_path
 from okvqa_k8s.kube.crd import crd_manifest
 from okvqa_k8s.kube.operator import Reconciler, run_operator
 from okvqa_k8s.kube.render import Owner, render_pytorchjob
-from okvqa_k8s.local import container_env, operator_env
 from okvqa_k8s.spec import parse_spec
 from okvqa_testenv import FAIL_ANNOTATION, find_tool
 from tests.cluster_fixture import wait_for
@@ -276,14 +277,14 @@ def test_restart_and_spec_change_create_nothing_twice(kube: Kube, namespace: str
             "spec": doc,
         }
     )
-    assert Reconciler(kube).reconcile(namespace, "steady") == "Pending"
+    assert Reconciler(KubernetesCluster(kube)).reconcile(namespace, "steady") == "Pending"
     job = kube.get("kubeflow.org/v1", "PyTorchJob", namespace, "steady")
     cm = kube.get("v1", "ConfigMap", namespace, "steady-spec")
 
     # a spec change after the job exists is refused, visibly, and changes nothing
     path = object_path(names.API_VERSION, names.KIND, namespace, "steady")
     kube.request("PATCH", path, body={"spec": {"nodes": 3}}, content_type="application/merge-patch+json")
-    Reconciler(kube).reconcile(namespace, "steady")  # a second, "restarted" reconciler
+    Reconciler(KubernetesCluster(kube)).reconcile(namespace, "steady")  # a second, "restarted" reconciler
     st = finetune(kube, namespace, "steady")["status"]
     cond = next(c for c in st["conditions"] if c["type"] == "SpecAccepted")
     assert cond["status"] == "False" and cond["reason"] == "ChangeRefused"

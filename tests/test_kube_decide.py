@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
 from okvqa_k8s.kube.decide import Create, Delete, Observed, decide, fail
+from okvqa_k8s.kube.pods import TIMESTAMP
 from okvqa_k8s.kube.render import Owner, render_configmap, render_eval_job, render_pytorchjob, render_server
 from okvqa_k8s.spec import parse_spec
 
@@ -61,6 +63,25 @@ def children(
         eval_job=eval_job,
         eval_results={k: {"overall": v} for k, v in (results or {}).items()},
     )
+
+
+def pod(
+    name: str, reason: str, *, age: int = 0, container: str = "pytorch", init: bool = False
+) -> dict[str, Any]:
+    """A pod created `age` seconds before NOW whose container waits with `reason`."""
+    created = (dt.datetime.strptime(NOW, TIMESTAMP) - dt.timedelta(seconds=age)).strftime(TIMESTAMP)
+    waiting = {"reason": reason, "message": f"{reason} for the image"}
+    status = {"name": container, "image": "registry.local/okvqa:x", "state": {"waiting": waiting}}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return {
+        "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
+        "spec": {"containers": [{"name": container, "image": "registry.local/okvqa:x"}]},
+        "status": {key: [status]},
+    }
+
+
+def with_pods(observed: Observed, *pods: dict[str, Any]) -> Observed:
+    return replace(observed, pods=pods)
 
 
 @dataclass
@@ -210,6 +231,83 @@ CASES = [
         "Training",
         ["create ConfigMap/run-spec"],
     ),
+    # pods that can never start: some waiting reasons are final, the others only after a grace period
+    Case(
+        "image never pulled: fail at once",
+        SPEC,
+        "Pending",
+        with_pods(children(SPEC), pod("run-master-0", "ErrImageNeverPull")),
+        "Failed",
+        [],
+        ["ImagePullFailed"],
+    ),
+    Case(
+        "invalid image name: fail at once",
+        SPEC,
+        "Pending",
+        with_pods(children(SPEC), pod("run-worker-0", "InvalidImageName")),
+        "Failed",
+        [],
+        ["ImagePullFailed"],
+    ),
+    Case(
+        "pull error within the grace period: keep waiting",
+        SPEC,
+        "Pending",
+        with_pods(children(SPEC), pod("run-master-0", "ErrImagePull", age=60)),
+        "Pending",
+    ),
+    Case(
+        "back-off within the grace period: keep waiting",
+        SPEC,
+        "Pending",
+        with_pods(children(SPEC), pod("run-master-0", "ImagePullBackOff", age=119)),
+        "Pending",
+    ),
+    Case(
+        "back-off past the grace period: fail",
+        SPEC,
+        "Pending",
+        with_pods(children(SPEC), pod("run-master-0", "ImagePullBackOff", age=120)),
+        "Failed",
+        [],
+        ["ImagePullFailed"],
+    ),
+    Case(
+        "pull error past the grace period: fail",
+        SPEC,
+        "Training",
+        with_pods(children(SPEC, job="Running"), pod("run-worker-0", "ErrImagePull", age=600)),
+        "Failed",
+        [],
+        ["ImagePullFailed"],
+    ),
+    Case(
+        "server's init container cannot pull: fail, create nothing more",
+        NO_BASE,
+        "Training",
+        with_pods(
+            children(NO_BASE, job="Succeeded"),
+            pod("run-serve-5d8f-x", "ErrImageNeverPull", container="fetch-model", init=True),
+        ),
+        "Failed",
+        [],
+        ["ImagePullFailed"],
+    ),
+    Case(
+        "other waiting reasons are not pull failures",
+        SPEC,
+        "Pending",
+        with_pods(children(SPEC), pod("run-master-0", "ContainerCreating", age=600)),
+        "Pending",
+    ),
+    Case(
+        "a finished run ignores its pods",
+        SPEC,
+        "Succeeded",
+        with_pods(children(SPEC, job="Succeeded"), pod("run-serve-x", "ErrImageNeverPull")),
+        "Succeeded",
+    ),
 ]
 
 
@@ -308,3 +406,19 @@ def test_fail_helper_for_refused_objects() -> None:
     d = fail({"phase": "Training"}, "CreateFailed", "PyTorchJob run: forbidden", NOW, 1)
     assert d.status["phase"] == "Failed" and [e.type for e in d.events] == ["Warning"]
     assert fail(d.status, "CreateFailed", "again", NOW, 1).events == []
+
+
+def test_image_pull_failure_names_pod_container_and_image() -> None:
+    observed = with_pods(
+        children(SPEC, job="Running"),
+        pod("run-worker-0", "ContainerCreating"),
+        pod("run-master-0", "ImagePullBackOff", age=300),
+    )
+    st = decide(OWNER, SPEC, {"phase": "Training"}, observed, NOW, 1).status
+    assert st["phase"] == "Failed" and st["reason"] == "ImagePullFailed"
+    assert st["message"] == (
+        "pod ns/run-master-0 container pytorch: image 'registry.local/okvqa:x' cannot be pulled "
+        "(ImagePullBackOff: ImagePullBackOff for the image)"
+    )
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ImagePullFailed"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from okvqa_k8s.kube.backends.pod_env import container_env, localize, operator_env
 from okvqa_k8s.kube.render import Owner, render_pytorchjob
-from okvqa_k8s.local import container_env, localize, operator_env
 from okvqa_k8s.spec import parse_spec
 
 SPEC = {"dataset": {"uri": "/data/ds"}, "outputUri": "/data/out", "nodes": 3, "nprocPerNode": 2}
@@ -74,7 +74,7 @@ def test_submit_local_runs_rendered_job_then_serves_and_evaluates(
     tmp_path: Path, prepared_dataset: Path, tiny_model: Path
 ) -> None:
     """The whole run on this machine: 2 "nodes" × 1 process of the rendered PyTorchJob, serve, evaluate."""
-    from okvqa_k8s.local import run_local
+    from okvqa_k8s.kube.backends.local import run_local
 
     model = tiny_model
     doc = {

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from okvqa_k8s.kube import names
+from okvqa_k8s.kube.backends.kubernetes import KubernetesCluster
 from okvqa_k8s.kube.client import ApiError, api_error
+from okvqa_k8s.kube.observe import RunFiles
 from okvqa_k8s.kube.operator import Reconciler
 
 SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
@@ -35,6 +37,11 @@ class MemoryKube:
         self.objects[key] = obj
         return obj, True
 
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, selector: str = ""
+    ) -> list[dict[str, Any]]:
+        return []  # no pods: nothing runs here
+
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         return self.objects.pop((kind, namespace, name), None) is not None
 
@@ -54,9 +61,8 @@ def fine_tune(kube: MemoryKube, generation: int = 1) -> None:
 
 
 def reconciler(kube: MemoryKube) -> Reconciler:
-    return Reconciler(
-        kube, read_json=lambda uri: None, latest_checkpoint=lambda spec: None, clock=lambda: "t"
-    )  # type: ignore[arg-type]
+    files = RunFiles(read_json=lambda uri: None, latest_checkpoint=lambda spec: None)
+    return Reconciler(KubernetesCluster(kube, files), clock=lambda: "t")  # type: ignore[arg-type]
 
 
 def test_reconcile_creates_once_and_records_events() -> None:

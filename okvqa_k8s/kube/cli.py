@@ -143,11 +143,9 @@ def submit(
     spec = load_spec(spec_file, list(overrides))
     run = _run_name(spec_file, name)
     if local:
-        from okvqa_k8s.local import run_local
+        from okvqa_k8s.kube.backends.local import run_local
 
-        status = run_local(spec, run, workdir, keep_serving=keep_serving, echo=click.echo)
-        if status.get("phase") != "Succeeded":
-            raise UserError(f"run {run} {status.get('phase', 'stopped')}: {status.get('message', '')}")
+        _report(run, run_local(spec, run, workdir, keep_serving=keep_serving, echo=click.echo))
         return
     ns = _namespace(namespace)
     owner = Owner(run, ns)
@@ -161,7 +159,7 @@ def submit(
     spec = _stage_if_local(spec)
     kube = _kube(context)
     if no_operator:
-        _drive_without_operator(kube, spec, owner)
+        _report(run, _drive_without_operator(kube, spec, owner))
         return
     _, created = _api_call(f"creating FineTune {ns}/{run}", kube.create, render_finetune(spec, owner))
     if not created:
@@ -172,27 +170,28 @@ def submit(
     click.echo(f"watch it: okvqa-k8s status {run} -n {ns} -w   (or: kubectl get finetune {run} -n {ns} -w)")
 
 
-def _drive_without_operator(kube: Any, spec: Any, owner: Any) -> None:
-    """The operator's loop, run from the CLI: same decide, same objects (not owned, delete by label)."""
-    from okvqa_k8s.kube.decide import decide
-    from okvqa_k8s.kube.operator import Reconciler, utcnow
-    from okvqa_k8s.kube.states import TERMINAL
+def _drive_without_operator(kube: Any, spec: Any, owner: Any) -> dict[str, Any]:
+    """The operator's driver, run from here against the API: same decide, same objects (not owned, so
+    `delete` finds them by label); Events become lines on stderr. Returns the final status."""
+    from okvqa_k8s.kube.backends.kubernetes import KubernetesCluster
+    from okvqa_k8s.kube.cluster import Run
+    from okvqa_k8s.kube.driver import until_terminal
 
-    reconciler = Reconciler(kube)
-    status: dict[str, Any] = {}
-    while True:
-        observed = _api_call("reading the run's objects", reconciler.observe, owner, spec.to_wire(), status)
-        decision = decide(owner, spec.to_wire(), status, observed, utcnow())
-        decision = _api_call("creating the run's objects", reconciler.apply, owner, decision, None)
-        for event in decision.events:
-            click.echo(f"{event.type} {event.reason}: {event.message}", err=True)
-        status = decision.status
-        if status.get("phase") in TERMINAL:
-            break
-        time.sleep(5)
-    click.echo(f"{owner.name}: {status.get('phase')}: {status.get('message', '')}")
-    if status.get("phase") != "Succeeded":
-        raise UserError(f"run {owner.name} failed: {status.get('message', '')}")
+    cluster = KubernetesCluster(kube, echo=lambda line: click.echo(line, err=True))
+    run = _api_call(
+        f"running {owner.name} in {owner.namespace}",
+        lambda: until_terminal(cluster, Run(owner, spec.to_wire()), poll_seconds=5),
+    )
+    click.echo(f"{owner.name}: {run.status.get('phase')}: {run.status.get('message', '')}")
+    return dict(run.status)
+
+
+def _report(run: str, status: dict[str, Any]) -> None:
+    """A run driven from here that did not succeed exits non-zero with its reason."""
+    from okvqa_k8s.kube.states import Phase
+
+    if status.get("phase") != Phase.SUCCEEDED:
+        raise UserError(f"run {run} {status.get('phase', 'stopped')}: {status.get('message', '')}")
 
 
 def _age(timestamp: str | None) -> str:

@@ -1,11 +1,12 @@
 """The reconcile decision: (FineTune spec + status, observed children) → actions, new status, events.
 
 Pure and level-triggered: it looks only at what exists now, never at which event woke it, so a repeated
-event or an operator restart decides the same thing and creates nothing twice. The kopf handlers only
-gather `Observed`, apply the actions and patch the status (operator.py).
+event or an operator restart decides the same thing and creates nothing twice. Every backend gathers
+`Observed` the same way (observe.py) and `driver.step` applies the actions and publishes the status.
 
 Phases: Pending (PyTorchJob created, pods not running) → Training → Serving (Deployments becoming
-available) → Evaluating (Jobs scoring the endpoints) → Succeeded; Failed from anywhere, with a reason.
+available) → Evaluating (Jobs scoring the endpoints) → Succeeded; Failed from anywhere, with a reason
+(a pod whose image cannot be pulled among them: pods.py).
 The ConfigMap written at the start records the *accepted* spec; a later spec edit is refused with a
 `SpecAccepted=False` condition and the run carries on with the accepted one (no silent restarts).
 """
@@ -20,6 +21,7 @@ import yaml
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
+from okvqa_k8s.kube.pods import image_pull_failure
 from okvqa_k8s.kube.render import (
     SPEC_FILE,
     Owner,
@@ -38,7 +40,8 @@ from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
 @dataclass(frozen=True)
 class Observed:
-    """What exists now: children by variant (`finetuned`/`base`) and files read from the run's storage.
+    """What exists now: children by variant (`finetuned`/`base`), the run's pods (by name) and files
+    read from the run's storage.
 
     `eval_results` holds results.json per variant, read only once the evaluation Job has completed, so
     a stale result left in storage by an earlier run can never finish this one.
@@ -49,6 +52,7 @@ class Observed:
     deployments: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     services: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     eval_job: dict[str, Any] | None = None
+    pods: tuple[dict[str, Any], ...] = ()
     progress: dict[str, Any] | None = None
     checkpoint_uri: str | None = None
     eval_results: Mapping[str, dict[str, Any]] = field(default_factory=dict)
@@ -73,9 +77,12 @@ class Event:
     message: str
 
 
+Action = Create | Delete
+
+
 @dataclass
 class Decision:
-    actions: list[Create | Delete] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
@@ -130,7 +137,8 @@ def fail(status: dict[str, Any], reason: Reason, message: str, now: str, generat
     return Decision(status=new, events=events)
 
 
-def _accepted_spec(configmap: Mapping[str, Any] | None) -> FineTuneSpec | None:
+def accepted_spec(configmap: Mapping[str, Any] | None) -> FineTuneSpec | None:
+    """The spec the run started with (recorded in its ConfigMap), or None when there is none yet."""
     if not configmap:
         return None
     text = (configmap.get("data") or {}).get(SPEC_FILE, "")
@@ -161,7 +169,7 @@ def decide(
     except UserError as exc:
         problem = str(exc).replace("\n", "; ")
 
-    accepted = _accepted_spec(observed.configmap)
+    accepted = accepted_spec(observed.configmap)
     fresh = accepted is None
     if fresh and old.get("phase") == Phase.FAILED and old.get("reason") == Reason.INVALID_SPEC:
         st.pop("phase")  # nothing was created: a corrected spec simply starts the run
@@ -181,6 +189,8 @@ def decide(
     if observed.configmap is None:
         decision.actions.append(Create(render_configmap(accepted, owner)))
     _progress(st, observed)
+    if problem := image_pull_failure(observed.pods, now):
+        return _finish(old, fail(st, Reason.IMAGE_PULL_FAILED, problem, now, generation))
 
     job = observed.job
     if job is None:

@@ -1,10 +1,11 @@
 """The exact API permissions the operator uses, as data: the chart's ClusterRole mirrors these rules and a
 test compares the two, so least privilege is checked rather than hoped for.
 
-Derived from what operator.py and client.py do: watch + read FineTunes and write only their status;
-create/read/delete the children it owns; post Events. kopf's cluster scanning is disabled, so no
-namespace or CRD listing is needed.
-No Secrets and no Pods: storage credentials come from the operator's own environment.
+Derived from what the operator does (operator.py, backends/kubernetes.py, observe.py): watch + read
+FineTunes and write only their status; create/read/delete the children it owns; list the run's pods (to
+notice an image that cannot be pulled; never watched, the resync finds them); post Events. kopf's
+cluster scanning is disabled, so no namespace or CRD listing is needed.
+No Secrets: storage credentials come from the operator's own environment.
 """
 
 from __future__ import annotations
@@ -24,5 +25,6 @@ OPERATOR_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]

@@ -1,14 +1,16 @@
-"""Local executor: runs a run's *rendered* objects as local processes, driven by the operator's `decide`.
+"""`Cluster` on this machine: a run's *rendered* objects run as local processes (`submit --local`, the demo).
 
 What runs here is read from the same PyTorchJob/Deployment/Job objects the cluster would get: each
 replica's container command and env, plus exactly the variables the Kubeflow training operator injects
-(`operator_env`), with the pod paths (ConfigMap mount, node scratch, model volume) mapped to local
-directories and Service DNS names mapped to local ports. Differences from a cluster, by necessity: one
+(`pod_env.operator_env`), with the pod paths (ConfigMap mount, node scratch, model volume) mapped to local
+directories and Service DNS names mapped to local ports. The objects' status is synthesized from the
+processes, so `decide` reads them as it reads the API's. Differences from a cluster, by necessity: one
 host (MASTER_ADDR is 127.0.0.1 and the master port a free one), no pod restarts, the host's /dev/shm.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -16,77 +18,24 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
-from okvqa_k8s.kube.decide import Create, Delete, Observed, decide
-from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner, variants
-from okvqa_k8s.kube.states import TERMINAL, Phase
-from okvqa_k8s.layout import progress_uri, result_uri
+from okvqa_k8s.kube.backends.pod_env import container_env, localize, operator_env
+from okvqa_k8s.kube.cluster import Run
+from okvqa_k8s.kube.decide import Action, Delete, Event, Observed
+from okvqa_k8s.kube.driver import until_terminal
+from okvqa_k8s.kube.observe import RunFiles, observe
+from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner
+from okvqa_k8s.kube.states import Phase
+from okvqa_k8s.progress import bar
 from okvqa_k8s.spec import FineTuneSpec
 
 NAMESPACE = "local"
-
-
-def operator_env(job: Mapping[str, Any], replica_type: str, index: int, master_addr: str) -> dict[str, str]:
-    """The variables the Kubeflow training operator (v1) injects into replica `replica_type`[index].
-
-    Mirrors its setPodEnv: WORLD_SIZE = replicas × nprocPerNode, RANK = PET_NODE_RANK = node rank
-    (Master 0, Worker i → i+1), PET_NNODES = replicas, MASTER_*/PET_MASTER_* from the Master's
-    `pytorchjob-port`, and PYTHONUNBUFFERED=1 (checked against the real operator in test_kube_cluster).
-    """
-    spec = job["spec"]
-    replicas = spec["pytorchReplicaSpecs"]
-    total = sum(int(r.get("replicas", 1)) for r in replicas.values())
-    nproc = spec.get("nprocPerNode")
-    per_node = int(nproc) if nproc and str(nproc).isdigit() else 1
-    rank = index + 1 if replica_type == "Worker" else index
-    port = next(
-        p["containerPort"]
-        for c in replicas["Master"]["template"]["spec"]["containers"]
-        if c["name"] == "pytorch"
-        for p in c.get("ports", [])
-        if p.get("name") == "pytorchjob-port"
-    )
-    env = {
-        "PYTHONUNBUFFERED": "1",
-        "MASTER_PORT": str(port),
-        "PET_MASTER_PORT": str(port),
-        "MASTER_ADDR": master_addr,
-        "PET_MASTER_ADDR": master_addr,
-        "WORLD_SIZE": str(total * per_node),
-        "RANK": str(rank),
-        "PET_NODE_RANK": str(rank),
-        "PET_NNODES": str(total),
-    }
-    if nproc:
-        env["PET_NPROC_PER_NODE"] = str(nproc)
-    return env
-
-
-def container_env(container: Mapping[str, Any], host_env: Mapping[str, str]) -> dict[str, str]:
-    """A container's own env; Secret/field references resolve from the host environment when set there."""
-    out: dict[str, str] = {}
-    for item in container.get("env", []):
-        if "value" in item:
-            out[item["name"]] = str(item["value"])
-        elif item["name"] in host_env:
-            out[item["name"]] = host_env[item["name"]]
-    return out
-
-
-def localize(value: str, mounts: Mapping[str, str]) -> str:
-    """Map a pod path (`/scratch/x`) or URL prefix to its local counterpart; other text is unchanged."""
-    for prefix, local in mounts.items():
-        if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
-            return local + value[len(prefix) :]
-        if "://" in prefix and prefix in value:
-            return value.replace(prefix, local)
-    return value
 
 
 def free_port() -> int:
@@ -107,7 +56,7 @@ class LocalCluster:
     """Just enough of a cluster for `decide`: objects by name, backed by processes, synthesized status."""
 
     root: Path
-    spec: FineTuneSpec
+    files: RunFiles = field(default_factory=RunFiles)
     host_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     processes: dict[str, list[_Process]] = field(default_factory=dict)
@@ -119,52 +68,73 @@ class LocalCluster:
         (self.root / "logs").mkdir(exist_ok=True)
         bin_dir = str(Path(sys.executable).parent)  # torchrun and okvqa-k8s of this environment
         self.host_env["PATH"] = bin_dir + os.pathsep + self.host_env.get("PATH", "")
+        self.progress = bar(total=None, desc=f"{self.root.name} training", unit="step")
 
-    # -- what decide sees
+    # -- Cluster
 
-    def observe(
-        self, read_json: Callable[[str], Any], latest_checkpoint: Callable[[], str | None]
-    ) -> Observed:
-        job = self._get("PyTorchJob", names.job_name(self._run))
-        if job is not None:
-            job["status"] = {"conditions": [self._training_condition()]}
-        deployments = {}
-        for variant in ("finetuned", "base"):
-            name = names.server_name(self._run, variant)
-            if (d := self._get("Deployment", name)) is not None:
-                d["status"] = self._server_status(name)
-                deployments[variant] = d
-        services = {
-            v: s
-            for v in ("finetuned", "base")
-            if (s := self._get("Service", names.server_name(self._run, v)))
-        }
-        eval_job = self._get("Job", names.eval_job_name(self._run))
-        results: dict[str, Any] = {}
-        if eval_job is not None:
-            cond, message = self.job_state.get(eval_job["metadata"]["name"], ("", ""))
-            if cond:
-                eval_job["status"] = {"conditions": [{"type": cond, "status": "True", "message": message}]}
-            if cond == "Complete":
-                results = {v: read_json(result_uri(self.spec, v)) for v in variants(self.spec)}
-        progress = read_json(progress_uri(self.spec)) if job else None
-        return Observed(
-            configmap=self._get("ConfigMap", names.configmap_name(self._run)),
-            job=job,
-            deployments=deployments,
-            services=services,
-            eval_job=eval_job,
-            progress=progress if isinstance(progress, dict) else None,
-            checkpoint_uri=latest_checkpoint() if job else None,
-            eval_results={k: v for k, v in results.items() if isinstance(v, dict)},
-        )
+    def observe(self, run: Run) -> Observed:
+        return observe(self, self.files, run)
 
-    @property
-    def _run(self) -> str:
-        return self.root.name
+    def apply(self, run: Run, action: Action) -> None:
+        """Start what the object describes (a Delete stops it)."""
+        if isinstance(action, Delete):
+            self.stop(action.name)
+            self.objects.pop((action.kind, action.name), None)
+            return
+        obj = action.obj
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        self.objects[(kind, name)] = obj
+        if kind == "ConfigMap":
+            config = self.root / "config"
+            config.mkdir(exist_ok=True)
+            for key, text in obj["data"].items():
+                (config / key).write_text(text, encoding="utf-8")
+        elif kind == "PyTorchJob":
+            self._start_training(obj)
+        elif kind == "Deployment":
+            self.ports[name] = free_port()
+            threading.Thread(target=self._start_server, args=(obj,), daemon=True).start()
+        elif kind == "Job":
+            threading.Thread(target=self._run_job, args=(obj,), daemon=True).start()
 
-    def _get(self, kind: str, name: str) -> dict[str, Any] | None:
-        return self.objects.get((kind, name))
+    def publish(self, run: Run, status: Mapping[str, Any]) -> bool:
+        """The status stays with the driver; its training progress (`step/total`) moves the bar."""
+        step, _, total = str(status.get("progress", "")).partition("/")
+        if total and (int(total), int(step)) != (self.progress.total, self.progress.n):
+            self.progress.total, self.progress.n = int(total), int(step)
+            self.progress.refresh()
+        return True
+
+    def record(self, run: Run, event: Event) -> None:
+        self.progress.write(f"{event.type} {event.reason}: {event.message}", file=sys.stderr)
+
+    # -- the reads `observe` makes, answered from the processes
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, name))
+        return None if obj is None else self._with_status(kind, name, obj)
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` with every `key=value` of the selector; never a Pod (processes are not pods)."""
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
+        return [
+            self._with_status(stored, name, obj)
+            for (stored, name), obj in self.objects.items()
+            if stored == kind and wanted.items() <= (obj["metadata"].get("labels") or {}).items()
+        ]
+
+    def _with_status(self, kind: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object as the API would return it: with the status its processes give it."""
+        if kind == "PyTorchJob":
+            return {**obj, "status": {"conditions": [self._training_condition()]}}
+        if kind == "Deployment":
+            return {**obj, "status": self._server_status(name)}
+        if kind == "Job" and name in self.job_state:
+            cond, message = self.job_state[name]
+            return {**obj, "status": {"conditions": [{"type": cond, "status": "True", "message": message}]}}
+        return obj
 
     def _training_condition(self) -> dict[str, Any]:
         procs = self.processes.get("PyTorchJob", [])
@@ -200,28 +170,7 @@ class LocalCluster:
         ready = procs and _http_ok(f"http://127.0.0.1:{self.ports[name]}/v1/models")
         return {"availableReplicas": 1 if ready else 0}
 
-    # -- applying decisions
-
-    def apply(self, action: Create | Delete) -> None:
-        if isinstance(action, Delete):
-            self.stop(action.name)
-            self.objects.pop((action.kind, action.name), None)
-            return
-        obj = action.obj
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        self.objects[(kind, name)] = obj
-        if kind == "ConfigMap":
-            config = self.root / "config"
-            config.mkdir(exist_ok=True)
-            for key, text in obj["data"].items():
-                (config / key).write_text(text, encoding="utf-8")
-        elif kind == "PyTorchJob":
-            self._start_training(obj)
-        elif kind == "Deployment":
-            self.ports[name] = free_port()
-            threading.Thread(target=self._start_server, args=(obj,), daemon=True).start()
-        elif kind == "Job":
-            threading.Thread(target=self._run_job, args=(obj,), daemon=True).start()
+    # -- processes
 
     def _mounts(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         mounts = {SPEC_DIR: str(self.root / "config")}
@@ -345,6 +294,23 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def local_cluster(spec: FineTuneSpec, name: str, workdir: Path) -> Iterator[LocalCluster]:
+    """A `LocalCluster` for run `name` under `workdir`; every process it started is stopped on the way out."""
+    names.check_name(name)
+    if spec.inference.enabled and spec.inference.engine == "vllm":
+        raise UserError(
+            "inference.engine: vllm needs a GPU cluster; --local runs the builtin server "
+            "(--set inference.engine=builtin)"
+        )
+    cluster = LocalCluster(workdir / name)
+    try:
+        yield cluster
+    finally:
+        cluster.progress.close()
+        cluster.stop()
+
+
 def run_local(
     spec: FineTuneSpec,
     name: str,
@@ -353,56 +319,22 @@ def run_local(
     poll_seconds: float = 1.0,
     keep_serving: bool = False,
     echo: Callable[[str], None] = print,
-    read_json: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Drive the run to Succeeded/Failed with `decide`, locally; returns the final status."""
-    from okvqa_k8s.kube.operator import latest_checkpoint_or_none, read_json_or_none, utcnow
-    from okvqa_k8s.progress import bar
-
-    names.check_name(name)
-    if spec.inference.enabled and spec.inference.engine == "vllm":
-        raise UserError(
-            "inference.engine: vllm needs a GPU cluster; --local runs the builtin server "
-            "(--set inference.engine=builtin)"
-        )
-    reader = read_json or read_json_or_none
-    cluster = LocalCluster(workdir / name, spec)
-    owner = Owner(name, NAMESPACE)
-    status: dict[str, Any] = {}
-    progress = bar(total=None, desc=f"{name} training", unit="step")
-    try:
-        while True:
-            observed = cluster.observe(reader, lambda: latest_checkpoint_or_none(spec))
-            decision = decide(owner, spec.to_wire(), status, observed, utcnow())
-            for action in decision.actions:
-                cluster.apply(action)
-            for event in decision.events:
-                progress.write(f"{event.type} {event.reason}: {event.message}", file=sys.stderr)
-            status = decision.status
-            steps = observed.progress or {}
-            if steps.get("total_steps") and (steps["total_steps"], steps.get("step")) != (
-                progress.total,
-                progress.n,
-            ):
-                progress.total = int(steps["total_steps"])
-                progress.n = int(steps.get("step", 0))
-                progress.refresh()
-            if status.get("phase") in TERMINAL:
-                break
-            time.sleep(poll_seconds)
-        echo(f"{name}: {status.get('phase')}: {status.get('message', '')}")
-        echo(f"logs: {cluster.root / 'logs'}")
-        served = names.server_name(name)
-        if keep_serving and status.get("phase") == Phase.SUCCEEDED and served in cluster.ports:
-            echo(f"serving at http://127.0.0.1:{cluster.ports[served]}/v1 (Ctrl-C to stop)")
-            while cluster.processes.get(served) and all(
-                p.proc.poll() is None for p in cluster.processes[served]
-            ):
-                time.sleep(1)
-    except KeyboardInterrupt:
-        if status.get("phase") != Phase.SUCCEEDED:
-            raise
-    finally:
-        progress.close()
-        cluster.stop()
-    return status
+    """Drive the run to Succeeded/Failed on this machine; returns the final status."""
+    with local_cluster(spec, name, workdir) as cluster:
+        run = Run(Owner(name, NAMESPACE), spec.to_wire())
+        try:
+            run = until_terminal(cluster, run, poll_seconds=poll_seconds)
+            echo(f"{name}: {run.status.get('phase')}: {run.status.get('message', '')}")
+            echo(f"logs: {cluster.root / 'logs'}")
+            served = names.server_name(name)
+            if keep_serving and run.status.get("phase") == Phase.SUCCEEDED and served in cluster.ports:
+                echo(f"serving at http://127.0.0.1:{cluster.ports[served]}/v1 (Ctrl-C to stop)")
+                while cluster.processes.get(served) and all(
+                    p.proc.poll() is None for p in cluster.processes[served]
+                ):
+                    time.sleep(1)
+        except KeyboardInterrupt:
+            if run.status.get("phase") != Phase.SUCCEEDED:
+                raise
+        return dict(run.status)

@@ -1,0 +1,134 @@
+"""What `decide` sees, gathered the same way whichever backend holds the run's children.
+
+A backend only answers `get` and `list` as the Kubernetes API does (`kube.client.Kube` is one such
+answerer, `backends.local.LocalCluster` another). Finding the children by their deterministic names,
+refusing another run's leftovers, listing the run's pods and reading its files in storage happen here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from okvqa_k8s.errors import UserError
+from okvqa_k8s.kube import names
+from okvqa_k8s.kube.cluster import Run
+from okvqa_k8s.kube.decide import Observed, accepted_spec, condition_true
+from okvqa_k8s.kube.render import VARIANTS, Owner, variants
+from okvqa_k8s.kube.states import TERMINAL
+from okvqa_k8s.layout import checkpoints_uri, node_markers, progress_uri, result_uri
+from okvqa_k8s.spec import FineTuneSpec, parse_spec
+
+log = logging.getLogger("okvqa.observe")
+
+# The Kubeflow training operator labels every pod of a PyTorchJob with the job's name.
+TRAINING_JOB_LABEL = "training.kubeflow.org/job-name"
+
+
+class Objects(Protocol):
+    """The two reads of the Kubernetes API that observing needs (signatures of `Kube`'s)."""
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None: ...
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, selector: str = ""
+    ) -> list[dict[str, Any]]: ...
+
+
+def read_json_or_none(uri: str) -> Any:
+    """A JSON file from storage, or None while it does not exist or cannot be read yet."""
+    from okvqa_k8s import storage
+
+    try:
+        return storage.read_json(uri)
+    except (FileNotFoundError, UserError, ValueError, OSError) as exc:
+        log.debug("cannot read %s yet: %s", uri, exc)
+        return None
+
+
+def latest_checkpoint_or_none(spec: FineTuneSpec) -> str | None:
+    """Latest checkpoint every node has marked complete, or None (none yet, or storage unreachable)."""
+    from okvqa_k8s import storage
+
+    prefix = checkpoints_uri(spec)
+    try:
+        name = storage.latest_complete_checkpoint(prefix, node_markers(spec.nodes))
+    except (FileNotFoundError, UserError, OSError) as exc:
+        log.debug("cannot list checkpoints of %s: %s", spec.output_uri, exc)
+        return None
+    return storage.join(prefix, name) if name else None
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """How the run's files in storage are read; tests swap in stand-ins for the two reads."""
+
+    read_json: Callable[[str], Any] = read_json_or_none
+    latest_checkpoint: Callable[[FineTuneSpec], str | None] = latest_checkpoint_or_none
+
+
+def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
+    """Children by their deterministic names; for a run still going, its pods and files in storage too."""
+    ns, name = run.owner.namespace, run.owner.name
+    configmap = objects.get("v1", "ConfigMap", ns, names.configmap_name(name))
+    if configmap is not None and not owned_by(configmap, run.owner):
+        configmap = None  # a same-named leftover of a deleted FineTune: never adopt another run's spec
+    job = objects.get("kubeflow.org/v1", "PyTorchJob", ns, names.job_name(name))
+    deployments, services = {}, {}
+    for variant in VARIANTS:
+        server = names.server_name(name, variant)
+        if (deployment := objects.get("apps/v1", "Deployment", ns, server)) is not None:
+            deployments[variant] = deployment
+        if (service := objects.get("v1", "Service", ns, server)) is not None:
+            services[variant] = service
+    eval_job = objects.get("batch/v1", "Job", ns, names.eval_job_name(name))
+    children = Observed(
+        configmap=configmap, job=job, deployments=deployments, services=services, eval_job=eval_job
+    )
+    if run.status.get("phase") in TERMINAL:
+        return children  # a finished run reads nothing more
+    spec = accepted_spec(configmap) or _valid_spec(run.spec)
+    if spec is None:
+        return children
+    progress = files.read_json(progress_uri(spec)) if job else None
+    results = {}
+    if eval_job is not None and condition_true(eval_job, "Complete"):
+        results = {variant: files.read_json(result_uri(spec, variant)) for variant in variants(spec)}
+    return Observed(
+        configmap=configmap,
+        job=job,
+        deployments=deployments,
+        services=services,
+        eval_job=eval_job,
+        pods=run_pods(objects, run.owner),
+        progress=progress if isinstance(progress, dict) else None,
+        checkpoint_uri=files.latest_checkpoint(spec) if job else None,
+        eval_results={k: v for k, v in results.items() if isinstance(v, dict)},
+    )
+
+
+def run_pods(objects: Objects, owner: Owner) -> tuple[dict[str, Any], ...]:
+    """The run's pods by name: training pods by the training operator's label, servers and the eval
+    Job's pods by the run label (a pod carrying both is listed once)."""
+    selectors = (f"{TRAINING_JOB_LABEL}={names.job_name(owner.name)}", f"{names.RUN_LABEL}={owner.name}")
+    pods = {
+        pod["metadata"]["name"]: pod
+        for selector in selectors
+        for pod in objects.list("v1", "Pod", owner.namespace, selector)
+    }
+    return tuple(pods[name] for name in sorted(pods))
+
+
+def owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
+    """Ours, or unowned (objects applied by `submit --no-operator` / `render` carry no ownerReference)."""
+    refs = obj["metadata"].get("ownerReferences") or []
+    return owner.uid is None or not refs or any(ref.get("uid") == owner.uid for ref in refs)
+
+
+def _valid_spec(doc: Mapping[str, Any]) -> FineTuneSpec | None:
+    try:
+        return parse_spec(dict(doc))
+    except UserError:
+        return None
