@@ -1,7 +1,8 @@
-"""`okvqa-k8s`: the one command users run. Each area registers its own click group or command here.
+"""`okvqa-k8s`: the one command users run. It only assembles the commands each area's `cli.py` exports.
 
-Heavy libraries (torch, transformers, kubernetes) are imported inside the commands that need them, so
-`okvqa-k8s --help` and the data/storage commands stay fast.
+Every area keeps its commands in its own `cli.py` (`COMMANDS`, plus storage's `DATA_COMMANDS` for the
+`data` group). Heavy libraries (torch, transformers, kubernetes) are imported inside the commands that
+need them, so `okvqa-k8s --help` and the data/storage commands stay fast.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import sys
 import click
 
 from okvqa_k8s import __version__
-from okvqa_k8s.chartgen import chart
-from okvqa_k8s.data.cli import data
-from okvqa_k8s.demo import demo
+from okvqa_k8s.chart import cli as chart_cli
+from okvqa_k8s.data import cli as data_cli
+from okvqa_k8s.demo import cli as demo_cli
+from okvqa_k8s.dev import cli as dev_cli
 from okvqa_k8s.errors import OkvqaError
-from okvqa_k8s.evaluate.cli import compare_cmd, run_cmd
-from okvqa_k8s.evaluate.score_cli import score
-from okvqa_k8s.kube.cli import COMMANDS as KUBE_COMMANDS
-from okvqa_k8s.kube.dev_cli import dev
-from okvqa_k8s.serve.cli import serve, ui
-from okvqa_k8s.train.cli import merge_command, train_command
+from okvqa_k8s.evaluate import cli as evaluate_cli
+from okvqa_k8s.kube import cli as kube_cli
+from okvqa_k8s.serve import cli as serve_cli
+from okvqa_k8s.storage import cli as storage_cli
+from okvqa_k8s.train import cli as train_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -29,24 +30,21 @@ def cli() -> None:
     """Fine-tune LLaVA-1.5 on OK-VQA with LoRA + DeepSpeed on Kubernetes, then serve and evaluate it."""
 
 
-@cli.group("eval")
-def eval_group() -> None:
-    """Measure VQA accuracy: score predictions, evaluate an endpoint, compare before/after."""
-
-
-cli.add_command(data)
-cli.add_command(chart)
-cli.add_command(dev)
-cli.add_command(demo)
-eval_group.add_command(score)
-eval_group.add_command(run_cmd)
-eval_group.add_command(compare_cmd)
-cli.add_command(serve)
-cli.add_command(ui)
-cli.add_command(train_command)
-cli.add_command(merge_command)
-for command in KUBE_COMMANDS:
-    cli.add_command(command)
+for area in (
+    data_cli,
+    storage_cli,
+    train_cli,
+    serve_cli,
+    evaluate_cli,
+    kube_cli,
+    chart_cli,
+    demo_cli,
+    dev_cli,
+):
+    for command in area.COMMANDS:
+        cli.add_command(command)
+for command in storage_cli.DATA_COMMANDS:
+    data_cli.data.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest_plugins = ["tests.s3server", "tests.cluster_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
+CHART_DIR = REPO / "charts" / "okvqa"
 IN_CI = os.environ.get("CI") == "true"
 
 

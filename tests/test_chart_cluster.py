@@ -26,10 +26,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from okvqa_k8s.chartgen import CHART_DIR
 from okvqa_testenv import ControlPlane, find_tool
 from tests.cluster_fixture import wait_for
-from tests.conftest import require
+from tests.conftest import CHART_DIR, require
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")

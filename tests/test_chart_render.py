@@ -18,10 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from okvqa_k8s.chartgen import CHART_DIR
 from okvqa_k8s.spec import load_document, parse_spec
 from okvqa_testenv import find_tool
-from tests.conftest import REPO, require
+from tests.conftest import CHART_DIR, REPO, require
 
 K8S_VERSIONS = ("1.27.0", "1.34.0")  # Chart.yaml's kubeVersion floor, and a current release
 CRD_FILE = CHART_DIR / "crds" / "finetunes.okvqa.dev.yaml"

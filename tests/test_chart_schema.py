@@ -16,21 +16,22 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from okvqa_k8s import chartgen
+from okvqa_k8s.chart import files
+from okvqa_k8s.chart.cli import chart as chart_command
 from okvqa_k8s.spec import load_document, load_spec
-from tests.conftest import REPO
+from tests.conftest import CHART_DIR, REPO
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
 def values_validator() -> jsonschema.Draft7Validator:
-    schema = json.loads((chartgen.CHART_DIR / chartgen.SCHEMA_FILE).read_text(encoding="utf-8"))
+    schema = json.loads((CHART_DIR / files.SCHEMA_FILE).read_text(encoding="utf-8"))
     jsonschema.Draft7Validator.check_schema(schema)
     return jsonschema.Draft7Validator(schema)
 
 
 def default_values() -> dict[str, Any]:
-    return yaml.safe_load((chartgen.CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
 
 
 def errors(values: dict[str, Any]) -> list[str]:
@@ -40,30 +41,30 @@ def errors(values: dict[str, Any]) -> list[str]:
 
 
 def test_generated_files_are_current() -> None:
-    assert chartgen.drift() == [], "run `okvqa-k8s chart generate` and commit the result"
+    assert files.drift(CHART_DIR) == [], "run `okvqa-k8s chart generate` and commit the result"
 
 
 def test_check_reports_drift_and_generate_repairs_it(tmp_path: Path) -> None:
     chart = tmp_path / "okvqa"
-    shutil.copytree(chartgen.CHART_DIR, chart)
-    schema = chart / chartgen.SCHEMA_FILE
+    shutil.copytree(CHART_DIR, chart)
+    schema = chart / files.SCHEMA_FILE
     schema.write_text(schema.read_text(encoding="utf-8").replace('"maxLength": 40', '"maxLength": 41', 1))
-    (chart / chartgen.RULES_FILE).unlink()
+    (chart / files.RULES_FILE).unlink()
 
     runner = CliRunner()
-    stale = runner.invoke(chartgen.chart, ["generate", "--check", "--chart-dir", str(chart)])
+    stale = runner.invoke(chart_command, ["generate", "--check", "--chart-dir", str(chart)])
     assert stale.exit_code != 0
     assert "values.schema.json: out of date" in str(stale.exception)
     assert "operator-rules.yaml: missing" in str(stale.exception)
 
-    done = runner.invoke(chartgen.chart, ["generate", "--chart-dir", str(chart)])
+    done = runner.invoke(chart_command, ["generate", "--chart-dir", str(chart)])
     assert done.exit_code == 0, done.output
-    assert chartgen.drift(chart) == []
+    assert files.drift(chart) == []
     assert not [p for p in chart.rglob("*") if p.name.endswith(".tmp")], "writes are atomic"
 
 
 def test_generate_refuses_a_non_chart(tmp_path: Path) -> None:
-    result = CliRunner().invoke(chartgen.chart, ["generate", "--chart-dir", str(tmp_path)])
+    result = CliRunner().invoke(chart_command, ["generate", "--chart-dir", str(tmp_path)])
     assert result.exit_code != 0 and "no Chart.yaml" in str(result.exception)
     assert list(tmp_path.iterdir()) == []
 
@@ -75,7 +76,7 @@ def test_default_values_validate() -> None:
 def test_finetune_part_is_the_spec_schema() -> None:
     from okvqa_k8s.kube.schema import spec_openapi_schema
 
-    schema = json.loads((chartgen.CHART_DIR / chartgen.SCHEMA_FILE).read_text(encoding="utf-8"))
+    schema = json.loads((CHART_DIR / files.SCHEMA_FILE).read_text(encoding="utf-8"))
     assert schema["properties"]["finetunes"]["items"]["properties"]["spec"] == spec_openapi_schema(
         "jsonschema"
     )
@@ -152,7 +153,7 @@ def test_schema_refuses(change: dict[str, Any], where: str) -> None:
 
 def test_values_schema_closes_every_object() -> None:
     """Every object with named properties refuses unknown keys, except Kubernetes pass-through ones."""
-    schema = json.loads((chartgen.CHART_DIR / chartgen.SCHEMA_FILE).read_text(encoding="utf-8"))
+    schema = json.loads((CHART_DIR / files.SCHEMA_FILE).read_text(encoding="utf-8"))
     open_objects = []
 
     def walk(node: Any, path: str) -> None:

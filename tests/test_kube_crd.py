@@ -13,6 +13,7 @@ import yaml
 from okvqa_k8s.kube import crd, names
 from okvqa_k8s.kube.schema import spec_openapi_schema
 from okvqa_k8s.spec import FineTuneSpec
+from tests.conftest import CHART_DIR
 
 MINIMAL = {"dataset": {"uri": "s3://bucket/datasets/okvqa"}, "outputUri": "s3://bucket/runs/a"}
 
@@ -28,7 +29,8 @@ def _walk(node: Any, path: str = ""):
 
 
 def test_checked_in_crd_matches_generated() -> None:
-    assert crd.drift() is None, crd.drift()
+    checked_in = crd.crd_file(CHART_DIR)
+    assert crd.drift(checked_in) is None, crd.drift(checked_in)
 
 
 def test_drift_is_detected(tmp_path) -> None:
@@ -130,7 +132,7 @@ def test_jsonschema_dialect_closes_objects_and_accepts_valid_specs() -> None:
 
 
 def test_crd_shape() -> None:
-    obj = yaml.safe_load(crd.CHECKED_IN.read_text())
+    obj = yaml.safe_load(crd.crd_file(CHART_DIR).read_text())
     assert obj["metadata"]["name"] == "finetunes.okvqa.dev"
     (version,) = obj["spec"]["versions"]
     assert version["name"] == names.VERSION and version["served"] and version["storage"]

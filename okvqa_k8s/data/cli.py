@@ -1,4 +1,4 @@
-"""`okvqa-k8s data …`: make, prepare, stage and fetch datasets."""
+"""`okvqa-k8s data synth/prepare`: make and prepare datasets (`stage`/`fetch` come from storage/cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from okvqa_k8s.data.images import DEFAULT_MAX_PIXELS
-from okvqa_k8s.storage_cli import fetch, stage
 
 
 @click.group()
@@ -92,5 +91,4 @@ def prepare(
     click.echo(f"wrote {out}")
 
 
-data.add_command(stage)
-data.add_command(fetch)
+COMMANDS = [data]

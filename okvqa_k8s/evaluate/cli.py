@@ -1,7 +1,5 @@
-"""`okvqa-k8s eval run` (accuracy of a served model) and `okvqa-k8s eval compare` (before/after report).
-
-Both are added to the `eval` group of `okvqa_k8s.cli`, beside the lead's offline `eval score`.
-"""
+"""`okvqa-k8s eval`: `score` (official accuracy of a predictions file), `run` (accuracy of a served model)
+and `compare` (before/after report)."""
 
 from __future__ import annotations
 
@@ -10,7 +8,12 @@ from pathlib import Path
 import click
 
 
-@click.command("run")
+@click.group("eval")
+def eval_group() -> None:
+    """Measure VQA accuracy: score predictions, evaluate an endpoint, compare before/after."""
+
+
+@eval_group.command("run")
 @click.option(
     "--endpoint",
     required=True,
@@ -160,7 +163,7 @@ def run_cmd(
     click.echo(final)
 
 
-@click.command("compare")
+@eval_group.command("compare")
 @click.argument("base", type=click.Path(exists=True, path_type=Path))
 @click.argument("finetuned", type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -184,3 +187,48 @@ def compare_cmd(base: Path, finetuned: Path, out_dir: Path) -> None:
     report = write_compare_report(base, finetuned, out_dir)
     click.echo(compare_markdown(json.loads(report.read_text())))
     click.echo(report)
+
+
+@eval_group.command("score")
+@click.option(
+    "--predictions",
+    "-p",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON lines: {"question_id": int, "answer": str}.',
+)
+@click.option(
+    "--questions",
+    "-q",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="OK-VQA questions file (official format).",
+)
+@click.option(
+    "--annotations",
+    "-a",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="OK-VQA annotations file (official format).",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the JSON result (default: next to the predictions, *.score.json).",
+)
+def score(predictions: Path, questions: Path, annotations: Path, out: Path | None) -> None:
+    """Score predictions with the official VQA accuracy, overall and per category."""
+    from okvqa_k8s.evaluate.score import load_predictions, score_predictions
+    from okvqa_k8s.fsutil import atomic_write_json
+
+    result = score_predictions(load_predictions(predictions), questions, annotations)
+    out = out or predictions.with_suffix(".score.json")
+    atomic_write_json(out, result)
+    click.echo(f"overall: {result['overall']:.2f}% ({result['count']} questions)")
+    for name, cat in result["per_category"].items():
+        click.echo(f"  {name}: {cat['accuracy']:.2f}% ({cat['count']})")
+    click.echo(f"wrote {out}")
+
+
+COMMANDS = [eval_group]

@@ -1,4 +1,4 @@
-"""`okvqa-k8s submit/status/logs/delete/render/crd/operator` (+ the hidden in-pod `sync pull/push`).
+"""`okvqa-k8s submit/status/logs/delete/render/crd/operator`: runs on Kubernetes (or, with --local, here).
 
 Every command validates first and reports all spec problems at once (UserError → one block, exit 2)
 before anything is created; the kubernetes client is imported only by the commands that talk to a
@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from okvqa_k8s.chart.location import chart_dir_option, resolve_chart_dir
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
 
@@ -372,13 +373,14 @@ def render(
 
 
 @click.command("crd")
-@click.option("--check", is_flag=True, help="Exit non-zero when the checked-in CRD differs from the spec.")
-def crd(check: bool) -> None:
+@click.option("--check", is_flag=True, help="Exit non-zero when the chart's CRD differs from the spec.")
+@chart_dir_option
+def crd(check: bool, chart_dir: Path | None) -> None:
     """Print the FineTune CRD generated from the spec (or --check the chart's copy for drift)."""
-    from okvqa_k8s.kube.crd import crd_yaml, drift
+    from okvqa_k8s.kube.crd import crd_file, crd_yaml, drift
 
     if check:
-        problem = drift()
+        problem = drift(crd_file(resolve_chart_dir(chart_dir)))
         if problem:
             raise UserError(problem)
         click.echo("CRD is up to date")
@@ -407,33 +409,4 @@ def operator(
     run_operator(_kube(context), namespace=namespace, resync_seconds=resync, liveness=liveness)
 
 
-@click.group("sync", hidden=True)
-def sync() -> None:
-    """In-pod copies between storage and a directory (used by init containers and the eval Job)."""
-
-
-@sync.command("pull")
-@click.argument("uri")
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--workers", default=8, show_default=True)
-def pull(uri: str, dest: Path, workers: int) -> None:
-    """Copy URI (s3:// or a directory) into DEST; only changed files move."""
-    from okvqa_k8s import storage
-
-    count = storage.sync_down(uri, dest, workers=workers)
-    click.echo(f"{count} files pulled from {uri} to {dest}")
-
-
-@sync.command("push")
-@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("uri")
-@click.option("--workers", default=8, show_default=True)
-def push(src: Path, uri: str, workers: int) -> None:
-    """Copy directory SRC to URI; only changed files move."""
-    from okvqa_k8s import storage
-
-    count = storage.sync_up(src, uri, workers=workers)
-    click.echo(f"{count} files pushed from {src} to {uri}")
-
-
-COMMANDS = [submit, status, logs, delete, render, crd, operator, sync]
+COMMANDS = [submit, status, logs, delete, render, crd, operator]

@@ -1,7 +1,7 @@
 """The `finetunes.okvqa.dev` CustomResourceDefinition, generated from the spec and checked in for Helm.
 
-The chart installs `charts/okvqa/crds/finetunes.okvqa.dev.yaml` verbatim; `okvqa-k8s crd --check` and a
-test compare it with what this module generates, so the CRD can never lag behind `FineTuneSpec`.
+The chart installs `crds/finetunes.okvqa.dev.yaml` verbatim; `okvqa-k8s crd --check` and a test compare
+it with what this module generates, so the CRD can never lag behind `FineTuneSpec`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from okvqa_k8s.kube import names
 from okvqa_k8s.kube.schema import spec_openapi_schema, status_openapi_schema
 
 CRD_NAME = f"{names.PLURAL}.{names.GROUP}"
-CHECKED_IN = Path(__file__).resolve().parents[2] / "charts" / "okvqa" / "crds" / f"{CRD_NAME}.yaml"
 HEADER = (
     "# Generated from okvqa_k8s/spec.py by `okvqa-k8s crd`; do not edit by hand.\n"
     "# Regenerate: okvqa-k8s crd > charts/okvqa/crds/finetunes.okvqa.dev.yaml\n"
@@ -84,7 +83,12 @@ def crd_yaml() -> str:
     return HEADER + yaml.safe_dump(crd_manifest(), sort_keys=False, width=110, allow_unicode=True)
 
 
-def drift(path: Path = CHECKED_IN) -> str | None:
+def crd_file(chart_dir: Path) -> Path:
+    """Where a chart keeps the CRD (Helm installs `crds/` before the templates)."""
+    return chart_dir / "crds" / f"{CRD_NAME}.yaml"
+
+
+def drift(path: Path) -> str | None:
     """Why the checked-in CRD differs from the generated one, or None when it is current."""
     if not path.is_file():
         return f"{path} is missing; generate it with `okvqa-k8s crd > {path}`"

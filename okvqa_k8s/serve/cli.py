@@ -223,3 +223,6 @@ def ui(base_url: str, finetuned_url: str, host: str, port: int, max_tokens: int,
     app = create_ui_app(base_url, finetuned_url, max_tokens=max_tokens, timeout=timeout)
     click.echo(f"compare UI on http://{host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+COMMANDS = [serve, ui]

@@ -98,3 +98,6 @@ def merge_command(base: str, adapter: str, out: str, dtype: str) -> None:
         if is_remote:
             sync_up(target, out)
     click.echo(f"merged model written to {out}")
+
+
+COMMANDS = [train_command, merge_command]

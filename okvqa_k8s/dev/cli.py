@@ -103,3 +103,6 @@ def up(s3: bool, real_node: bool) -> None:
         plane.stop()
         for problem in plane.leftovers:
             click.echo(f"warning: not put back: {problem}", err=True)
+
+
+COMMANDS = [dev]

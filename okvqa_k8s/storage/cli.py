@@ -1,7 +1,8 @@
-"""`okvqa-k8s data stage` and `data fetch`: thin click wrappers over `okvqa_k8s.storage`.
+"""`okvqa-k8s data stage` / `data fetch` and the hidden in-pod `sync pull/push`: thin click wrappers.
 
 The commands only parse flags and print a summary; all decisions live in the storage package so the
-training entrypoint gets the same behaviour through the Python API.
+training entrypoint gets the same behaviour through the Python API. `stage` and `fetch` join the `data`
+group (`DATA_COMMANDS`); `sync` is used by init containers and the eval Job.
 """
 
 from __future__ import annotations
@@ -57,3 +58,36 @@ def fetch(uri: str, dest_dir: Path, workers: int) -> None:
     The copy appears atomically; re-running on a complete copy does nothing.
     """
     click.echo(f"dataset ready at {fetch_dataset(uri, dest_dir, workers=workers)}")
+
+
+@click.group("sync", hidden=True)
+def sync() -> None:
+    """In-pod copies between storage and a directory (used by init containers and the eval Job)."""
+
+
+@sync.command("pull")
+@click.argument("uri")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", default=8, show_default=True)
+def pull(uri: str, dest: Path, workers: int) -> None:
+    """Copy URI (s3:// or a directory) into DEST; only changed files move."""
+    from okvqa_k8s import storage
+
+    count = storage.sync_down(uri, dest, workers=workers)
+    click.echo(f"{count} files pulled from {uri} to {dest}")
+
+
+@sync.command("push")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("uri")
+@click.option("--workers", default=8, show_default=True)
+def push(src: Path, uri: str, workers: int) -> None:
+    """Copy directory SRC to URI; only changed files move."""
+    from okvqa_k8s import storage
+
+    count = storage.sync_up(src, uri, workers=workers)
+    click.echo(f"{count} files pushed from {src} to {uri}")
+
+
+DATA_COMMANDS = [stage, fetch]
+COMMANDS = [sync]

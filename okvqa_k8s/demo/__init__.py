@@ -1,0 +1,1 @@
+"""`okvqa-k8s demo`: the whole product on one machine, with no GPU, no cluster and no download."""
