@@ -168,6 +168,25 @@ def test_workloads_are_hardened(helm: str, name: str) -> None:
                     assert "secretKeyRef" in env["valueFrom"], (pod_name, env)
 
 
+def test_security_contexts_come_from_values(helm: str) -> None:
+    """podSecurityContext and securityContext reach every workload; the defaults are the hardened ones."""
+    objs = render(
+        helm,
+        "--set",
+        "podSecurityContext.runAsUser=2000",
+        "--set-json",
+        'securityContext={"privileged":false}',
+    )
+    for pod_name, pod in pod_specs(objs):
+        assert pod["securityContext"]["runAsUser"] == 2000, pod_name
+        assert pod["securityContext"]["runAsNonRoot"] is True, pod_name  # the other defaults stay
+        for c in pod["containers"]:
+            assert c["securityContext"]["privileged"] is False, (pod_name, c["name"])
+    default = pod_specs(render(helm))
+    assert {name for name, _ in default} == {name for name, _ in pod_specs(objs)}
+    assert all(pod["securityContext"]["runAsUser"] == 1000 for _, pod in default)
+
+
 def test_operator_deployment(helm: str) -> None:
     objs = render(helm)
     dep = one(objs, "Deployment", "okvqa-operator")

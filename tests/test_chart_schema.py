@@ -16,7 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from okvqa_k8s.chart import files
+from okvqa_k8s.chart import files, readme
 from okvqa_k8s.chart.cli import chart as chart_command
 from okvqa_k8s.spec import load_document, load_spec
 from tests.conftest import CHART_DIR, REPO
@@ -143,6 +143,13 @@ def test_example_shapes() -> None:
             },
             "finetunes/0/spec/nodes",
         ),
+        ({"podSecurityContext": {"runAsUsr": 1000}}, "podSecurityContext"),
+        (
+            {"podSecurityContext": {"seccompProfile": {"type": "Default"}}},
+            "podSecurityContext/seccompProfile/type",
+        ),
+        ({"securityContext": {"privileged": "no"}}, "securityContext/privileged"),
+        ({"securityContext": {"capabilities": {"drop": "ALL"}}}, "securityContext/capabilities/drop"),
     ],
 )
 def test_schema_refuses(change: dict[str, Any], where: str) -> None:
@@ -168,3 +175,57 @@ def test_values_schema_closes_every_object() -> None:
 
     walk(schema, "")
     assert open_objects == []
+
+
+def test_readme_documents_every_value_from_its_comment() -> None:
+    """README.md is generated from values.yaml's `# --` comments; every value must have one."""
+    values = (CHART_DIR / "values.yaml").read_text(encoding="utf-8")
+    schema = json.loads((CHART_DIR / files.SCHEMA_FILE).read_text(encoding="utf-8"))
+    table = readme.rows(values, schema)
+    assert [row.key for row in table if not row.description] == []
+    keys = [row.key for row in table]
+    assert keys[:4] == ["nameOverride", "fullnameOverride", "podSecurityContext", "securityContext"]
+    assert "operator.resources" in keys and "operator.resources.requests.cpu" not in keys  # documented map
+    assert "minio.persistence.size" in keys and "minio.persistence" not in keys  # undocumented map: opened
+    text = (CHART_DIR / readme.README_FILE).read_text(encoding="utf-8")
+    assert "| rbac.clusterWide | bool | `false` | false: a Role + RoleBinding" in text
+    assert "| minio.service.nodePort | int or null | `null` |" in text
+
+
+def test_readme_drift_is_detected(tmp_path: Path) -> None:
+    chart = tmp_path / "okvqa"
+    shutil.copytree(CHART_DIR, chart)
+    values = chart / "values.yaml"
+    values.write_text(values.read_text(encoding="utf-8").replace("# -- S3 region.", "# -- The S3 region."))
+    assert files.drift(chart) == [
+        f"{chart / readme.README_FILE}: out of date with its sources; run `okvqa-k8s chart generate`"
+    ]
+
+
+def test_descriptions_follow_helm_docs_comments() -> None:
+    text = """# header, not a description
+# -- top
+a: 1
+b:
+  # a plain comment is no description
+  c: x
+  # -- first line
+  # second line
+  d:
+    e: []
+
+# -- after a blank line
+f: null
+"""
+    assert readme.descriptions(text) == {
+        "a": "top",
+        "b.d": "first line second line",
+        "f": "after a blank line",
+    }
+    table = readme.rows(text, {"properties": {"f": {"type": ["integer", "null"]}}})
+    assert [(r.key, r.type) for r in table] == [
+        ("a", "int"),
+        ("b.c", "string"),
+        ("b.d", "object"),
+        ("f", "int or null"),
+    ]

@@ -19,7 +19,7 @@ def chart() -> None:
 @click.option("--check", is_flag=True, help="Write nothing; exit non-zero when a generated file is stale.")
 @chart_dir_option
 def generate(check: bool, chart_dir: Path | None) -> None:
-    """Regenerate values.schema.json and files/operator-rules.yaml of the chart."""
+    """Regenerate values.schema.json, files/operator-rules.yaml and README.md of the chart."""
     from okvqa_k8s.chart.files import drift, generated_files
     from okvqa_k8s.fsutil import atomic_write_text
 

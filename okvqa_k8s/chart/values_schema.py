@@ -47,6 +47,62 @@ def _open_object(description: str) -> dict[str, Any]:
     return {"type": "object", "description": description}
 
 
+def _security_context_fields() -> dict[str, Any]:
+    """Fields a Pod's and a container's securityContext share (Kubernetes 1.34 core/v1)."""
+    user_id = {"type": "integer", "minimum": 0}
+    profile = {"type": "string", "enum": ["RuntimeDefault", "Unconfined", "Localhost"]}
+    return {
+        "runAsNonRoot": {"type": "boolean"},
+        "runAsUser": user_id,
+        "runAsGroup": user_id,
+        "seccompProfile": _closed(
+            {"type": profile, "localhostProfile": {"type": "string"}}, required=["type"]
+        ),
+        "appArmorProfile": _closed(
+            {"type": profile, "localhostProfile": {"type": "string"}}, required=["type"]
+        ),
+        "seLinuxOptions": _closed({key: {"type": "string"} for key in ("level", "role", "type", "user")}),
+        "windowsOptions": _open_object("Windows-specific settings, as in a Pod spec."),
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    """`podSecurityContext`: a core/v1 PodSecurityContext, closed so a misspelt field fails the install."""
+    return _closed(
+        {
+            **_security_context_fields(),
+            "fsGroup": {"type": "integer", "minimum": 0},
+            "fsGroupChangePolicy": {"type": "string", "enum": ["OnRootMismatch", "Always"]},
+            "seLinuxChangePolicy": {"type": "string", "enum": ["MountOption", "Recursive"]},
+            "supplementalGroups": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "supplementalGroupsPolicy": {"type": "string", "enum": ["Merge", "Strict"]},
+            "sysctls": {
+                "type": "array",
+                "items": _closed(
+                    {"name": {"type": "string"}, "value": {"type": "string"}}, required=["name"]
+                ),
+            },
+        },
+        description="Security context of every pod the chart runs (operator, MinIO, bucket Job).",
+    )
+
+
+def container_security_context() -> dict[str, Any]:
+    """`securityContext`: a core/v1 SecurityContext, closed so a misspelt field fails the install."""
+    capabilities = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    return _closed(
+        {
+            **_security_context_fields(),
+            "allowPrivilegeEscalation": {"type": "boolean"},
+            "privileged": {"type": "boolean"},
+            "readOnlyRootFilesystem": {"type": "boolean"},
+            "procMount": {"type": "string", "enum": ["Default", "Unmasked"]},
+            "capabilities": _closed({"add": capabilities, "drop": capabilities}),
+        },
+        description="Security context of every container the chart runs.",
+    )
+
+
 def values_schema(spec_schema: dict[str, Any], max_run_name: int) -> dict[str, Any]:
     """The chart's values schema; FineTune specs, resources and tolerations reuse the spec's own schema."""
     props = spec_schema["properties"]
@@ -166,6 +222,8 @@ def values_schema(spec_schema: dict[str, Any], max_run_name: int) -> dict[str, A
             {
                 "nameOverride": {"type": "string", "maxLength": 40},
                 "fullnameOverride": {"type": "string", "maxLength": 48},
+                "podSecurityContext": pod_security_context(),
+                "securityContext": container_security_context(),
                 "operator": operator,
                 "serviceAccount": service_account,
                 "rbac": rbac,

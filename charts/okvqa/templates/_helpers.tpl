@@ -96,19 +96,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- default .Release.Namespace .Values.rbac.watchNamespace }}
 {{- end }}
 
-{{/* Pod and container security settings shared by every workload of the chart. */}}
+{{/* Pod and container security settings shared by every workload of the chart (values: podSecurityContext,
+securityContext; the defaults meet the `restricted` Pod Security Standard). */}}
 {{- define "okvqa.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "okvqa.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: [ALL]
+{{- toYaml .Values.securityContext }}
 {{- end }}
