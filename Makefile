@@ -11,7 +11,7 @@ IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python
 IMAGE_VENV ?= .venv-py312
 IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py testenv_paths.py storage.py storage_s3.py storage_minio.py kube_cli.py \
 	kube_cluster.py kube_crd.py kube_decide.py kube_driver.py kube_operator.py kube_render.py data_prepare.py data_synth.py \
-	metric.py eval_score.py eval_client.py eval_report.py serve_batching.py serve_images.py)
+	metric.py eval_score.py eval_client.py eval_report.py serve_batching.py serve_images.py architecture.py)
 
 .PHONY: help venv test test-fast test-slow test-realnode test-image-python lint demo testenv testenv-host testenv-images tools chart kind-up kind-down images clean
 
@@ -78,7 +78,7 @@ testenv-images: venv testenv testenv-host ## the real node's images, offline: De
 testenv: ## build the real cluster from Go modules (control plane, kwok, training operator, MinIO, node: containerd, kubelet, CNI, CoreDNS, BuildKit)
 	bash k8s/testenv/build.sh
 
-chart: venv ## regenerate values.schema.json and the RBAC rules of charts/okvqa
+chart: venv ## regenerate values.schema.json, the RBAC rules and README.md of charts/okvqa
 	$(BIN)/okvqa-k8s chart generate
 
 kind-up: ## kind cluster + training operator + images + chart with MinIO + tiny dataset (needs Docker)
