@@ -183,7 +183,7 @@ def _drive_without_operator(kube: Any, spec: Any, owner: Any) -> dict[str, Any]:
         f"running {owner.name} in {owner.namespace}",
         lambda: until_terminal(cluster, Run(owner, spec.to_wire()), poll_seconds=5),
     )
-    click.echo(f"{owner.name}: {run.status.get('phase')}: {run.status.get('message', '')}")
+    click.echo(run.summary())
     return dict(run.status)
 
 
@@ -303,7 +303,7 @@ def _open_logs(kube: Any, ns: str, run: str, pod: str, follow: bool) -> Any:
         found = kube.get("v1", "Pod", ns, pod)
         if found is None:
             job = names.job_name(run)
-            pods = kube.list("v1", "Pod", ns, f"training.kubeflow.org/job-name={job}")
+            pods = kube.list("v1", "Pod", ns, f"{names.TRAINING_JOB_LABEL}={job}")
             have = ", ".join(sorted(p["metadata"]["name"] for p in pods)) or "none"
             raise UserError(f"pod {ns}/{pod} not found (training pods of run {run}: {have})") from None
         phase = (found.get("status") or {}).get("phase", "Unknown")

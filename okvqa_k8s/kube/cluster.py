@@ -34,6 +34,10 @@ class Run:
     status: Mapping[str, Any] = field(default_factory=dict)
     generation: int | None = None
 
+    def summary(self) -> str:
+        """`name: Phase: message`, the line a run driven from the terminal ends with."""
+        return f"{self.owner.name}: {self.status.get('phase')}: {self.status.get('message', '')}"
+
 
 class Cluster(Protocol):
     """Where a run's children live, and where its status and story are told."""

@@ -19,6 +19,8 @@ SINGULAR = "finetune"
 SHORT_NAMES = ["ft"]
 RUN_LABEL = f"{GROUP}/run"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+# The Kubeflow training operator labels every pod of a PyTorchJob with the job's name.
+TRAINING_JOB_LABEL = "training.kubeflow.org/job-name"
 
 # The training operator names pods `<job>-worker-<i>` and Services after them (DNS-1035, 63 chars);
 # 40 leaves room for the longest suffix we add plus `-worker-NNN`.

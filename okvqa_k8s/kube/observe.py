@@ -23,9 +23,6 @@ from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
 log = logging.getLogger("okvqa.observe")
 
-# The Kubeflow training operator labels every pod of a PyTorchJob with the job's name.
-TRAINING_JOB_LABEL = "training.kubeflow.org/job-name"
-
 
 class Objects(Protocol):
     """The two reads of the Kubernetes API that observing needs (signatures of `Kube`'s)."""
@@ -112,7 +109,10 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
 def run_pods(objects: Objects, owner: Owner) -> tuple[dict[str, Any], ...]:
     """The run's pods by name: training pods by the training operator's label, servers and the eval
     Job's pods by the run label (a pod carrying both is listed once)."""
-    selectors = (f"{TRAINING_JOB_LABEL}={names.job_name(owner.name)}", f"{names.RUN_LABEL}={owner.name}")
+    selectors = (
+        f"{names.TRAINING_JOB_LABEL}={names.job_name(owner.name)}",
+        f"{names.RUN_LABEL}={owner.name}",
+    )
     pods = {
         pod["metadata"]["name"]: pod
         for selector in selectors

@@ -325,7 +325,7 @@ def run_local(
         run = Run(Owner(name, NAMESPACE), spec.to_wire())
         try:
             run = until_terminal(cluster, run, poll_seconds=poll_seconds)
-            echo(f"{name}: {run.status.get('phase')}: {run.status.get('message', '')}")
+            echo(run.summary())
             echo(f"logs: {cluster.root / 'logs'}")
             served = names.server_name(name)
             if keep_serving and run.status.get("phase") == Phase.SUCCEEDED and served in cluster.ports:
