@@ -189,8 +189,8 @@ def decide(
     if observed.configmap is None:
         decision.actions.append(Create(render_configmap(accepted, owner)))
     _progress(st, observed)
-    if problem := image_pull_failure(observed.pods, now):
-        return _finish(old, fail(st, Reason.IMAGE_PULL_FAILED, problem, now, generation))
+    if stuck := image_pull_failure(observed.pods, now):
+        return _finish(old, fail(st, Reason.IMAGE_PULL_FAILED, stuck, now, generation))
 
     job = observed.job
     if job is None:
