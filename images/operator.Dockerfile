@@ -10,13 +10,11 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY images/pip-install.sh /usr/local/bin/okvqa-pip-install
 COPY pyproject.toml ./
-# Dependencies first, with a placeholder package: this layer is rebuilt only when pyproject.toml changes.
-RUN --mount=type=secret,id=extra-ca,required=false \
-    mkdir -p okvqa_k8s && touch README.md okvqa_k8s/__init__.py && okvqa-pip-install /src kube
+# Dependencies first, from pyproject.toml alone: rebuilt only when they change; then the code on its own.
+RUN --mount=type=secret,id=extra-ca,required=false okvqa-pip-install --deps-only /src kube
 COPY README.md ./
 COPY okvqa_k8s ./okvqa_k8s
-RUN --mount=type=secret,id=extra-ca,required=false \
-    okvqa-pip-install /src kube --no-deps --force-reinstall
+RUN --mount=type=secret,id=extra-ca,required=false okvqa-pip-install --target /opt/okvqa/site /src kube
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -27,7 +25,8 @@ LABEL org.opencontainers.image.title="okvqa-k8s operator" \
 RUN groupadd --gid 1000 okvqa \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin okvqa
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+COPY --from=build /opt/okvqa /opt/okvqa
+ENV PATH=/opt/okvqa/site/bin:/opt/venv/bin:$PATH PYTHONPATH=/opt/okvqa/site PYTHONUNBUFFERED=1
 USER 1000:1000
 EXPOSE 8080
 CMD ["okvqa-k8s", "operator", "--help"]

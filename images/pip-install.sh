@@ -3,10 +3,13 @@
 # run this script, so the dependency set the tests exercise is the one the images ship, and a set that
 # stops resolving fails CI instead of a user's `docker build`.
 #
-# Usage: images/pip-install.sh SOURCE EXTRAS [PIP_OPTION...]
+# Usage: images/pip-install.sh [--deps-only | --target DIR] SOURCE EXTRAS [PIP_OPTION...]
 #   SOURCE  the project directory (pyproject.toml)
 #   EXTRAS  comma-separated extras of pyproject.toml, e.g. train,serve (images) or train,serve,kube,dev (CI)
 #   PIP_OPTION  passed before the requirement, e.g. -e for an editable install
+#   --deps-only   install what SOURCE[EXTRAS] depends on, not the project itself (only pyproject.toml is
+#                 read): the images' heavy layer, rebuilt only when the dependencies change
+#   --target DIR  install the project alone (no dependencies) into DIR: the images' small code layer
 # Environment:
 #   PYTHON            interpreter whose pip installs (default: python3)
 #   DS_PREBUILD_OPS   DeepSpeed ops to compile ahead of time, e.g. "CPU_ADAM FUSED_ADAM" (GPU images: needs
@@ -18,7 +21,16 @@ set -euo pipefail
 
 die() { printf 'pip-install: error: %s\n' "$*" >&2; exit 2; }
 
-[[ $# -ge 2 ]] || die "usage: images/pip-install.sh SOURCE EXTRAS [PIP_OPTION...]"
+mode=all target=""
+case "${1:-}" in
+  --deps-only) mode=deps; shift ;;
+  --target)
+    [[ $# -ge 2 ]] || die "--target needs a DIR"
+    mode=target target="$2"
+    shift 2
+    ;;
+esac
+[[ $# -ge 2 ]] || die "usage: images/pip-install.sh [--deps-only | --target DIR] SOURCE EXTRAS [PIP_OPTION...]"
 src="$1" extras="$2"
 shift 2
 [[ -f "$src/pyproject.toml" ]] || die "$src: no pyproject.toml (SOURCE must be the project directory)"
@@ -26,19 +38,32 @@ shift 2
 py="${PYTHON:-python3}"
 
 extra_ca="${OKVQA_EXTRA_CA:-/run/secrets/extra-ca}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 if [[ -s "$extra_ca" ]]; then
-  bundle="$(mktemp)"
-  trap 'rm -f "$bundle"' EXIT
   default="$("$py" -c 'from pip._vendor import certifi; print(certifi.where())' 2>/dev/null || true)"
   for pem in "$default" /etc/ssl/certs/ca-certificates.crt "$extra_ca"; do
-    if [[ -f "$pem" ]]; then cat "$pem" >>"$bundle"; fi
+    if [[ -f "$pem" ]]; then cat "$pem" >>"$scratch/ca.pem"; fi
   done
-  export PIP_CERT="$bundle"
+  export PIP_CERT="$scratch/ca.pem"
 fi
 
-"$py" -m pip install --disable-pip-version-check "$@" "${src}[${extras}]"
+pip=("$py" -m pip install --disable-pip-version-check)
+case "$mode" in
+  deps)
+    # The dependencies come from pyproject.toml alone: install it with an empty placeholder package, then
+    # remove the placeholder, so no source file can invalidate this step.
+    mkdir -p "$scratch/project/okvqa_k8s"
+    cp "$src/pyproject.toml" "$scratch/project/"
+    touch "$scratch/project/README.md" "$scratch/project/okvqa_k8s/__init__.py"
+    "${pip[@]}" "$@" "$scratch/project[${extras}]"
+    "$py" -m pip uninstall --disable-pip-version-check --yes okvqa-k8s
+    ;;
+  target) "${pip[@]}" --no-deps --target "$target" "$@" "$src" ;;
+  all) "${pip[@]}" "$@" "${src}[${extras}]" ;;
+esac
 
-if [[ -n "${DS_PREBUILD_OPS:-}" ]]; then
+if [[ -n "${DS_PREBUILD_OPS:-}" && "$mode" != target ]]; then
   # PyPI ships DeepSpeed as source without compiled ops; rebuild that same version with them, against the
   # torch just installed (hence no build isolation and no dependency changes).
   version="$("$py" -c 'import importlib.metadata as m; print(m.version("deepspeed"))')"
@@ -46,6 +71,5 @@ if [[ -n "${DS_PREBUILD_OPS:-}" ]]; then
     [[ "$op" =~ ^[A-Z0-9_]+$ ]] || die "DS_PREBUILD_OPS: '$op' is not an op name like FUSED_ADAM"
     export "DS_BUILD_$op=1"
   done
-  "$py" -m pip install --disable-pip-version-check --no-build-isolation --no-deps \
-    --force-reinstall "deepspeed==$version"
+  "${pip[@]}" --no-build-isolation --no-deps --force-reinstall "deepspeed==$version"
 fi

@@ -12,13 +12,11 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY images/pip-install.sh /usr/local/bin/okvqa-pip-install
 COPY pyproject.toml ./
-# Dependencies first, with a placeholder package: this layer is rebuilt only when pyproject.toml changes.
-RUN --mount=type=secret,id=extra-ca,required=false \
-    mkdir -p okvqa_k8s && touch README.md okvqa_k8s/__init__.py && okvqa-pip-install /src train,serve
+# Dependencies first, from pyproject.toml alone: rebuilt only when they change; then the code on its own.
+RUN --mount=type=secret,id=extra-ca,required=false okvqa-pip-install --deps-only /src train,serve
 COPY README.md ./
 COPY okvqa_k8s ./okvqa_k8s
-RUN --mount=type=secret,id=extra-ca,required=false \
-    okvqa-pip-install /src train,serve --no-deps --force-reinstall
+RUN --mount=type=secret,id=extra-ca,required=false okvqa-pip-install --target /opt/okvqa/site /src train,serve
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -29,7 +27,8 @@ LABEL org.opencontainers.image.title="okvqa-k8s server" \
 RUN groupadd --gid 1000 okvqa \
     && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/okvqa --shell /usr/sbin/nologin okvqa
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1
+COPY --from=build /opt/okvqa /opt/okvqa
+ENV PATH=/opt/okvqa/site/bin:/opt/venv/bin:$PATH PYTHONPATH=/opt/okvqa/site PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1
 USER 1000:1000
 WORKDIR /home/okvqa
 EXPOSE 8000

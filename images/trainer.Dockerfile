@@ -32,17 +32,15 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY images/pip-install.sh /usr/local/bin/okvqa-pip-install
 COPY pyproject.toml ./
-# Dependencies first, installed with a placeholder package: this heavy layer (torch, DeepSpeed, ops) is
-# rebuilt only when pyproject.toml changes, not on every change of the code, which is copied after it.
-# The ops: for these GPU architectures (A100, A10/RTX 30, L4/L40, H100, B200), instead of JIT-compiling
-# them in every pod at start (which would need nvcc in the runtime image).
+# Dependencies first, from pyproject.toml alone: this heavy layer (torch, DeepSpeed, ops) is rebuilt only
+# when the dependencies change. The ops: compiled for these GPU architectures (A100, A10/RTX 30, L4/L40,
+# H100, B200), instead of JIT-compiling them in every pod at start (which would need nvcc at run time).
 ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;10.0"
 RUN --mount=type=secret,id=extra-ca,required=false \
-    mkdir -p okvqa_k8s && touch README.md okvqa_k8s/__init__.py \
-    && if [ "$ACCELERATOR" = cuda ]; then \
-         export DS_ACCELERATOR=cuda DS_PREBUILD_OPS="CPU_ADAM FUSED_ADAM" TORCH_CUDA_ARCH_LIST="$TORCH_CUDA_ARCH_LIST"; \
-       fi \
-    && okvqa-pip-install /src train,serve
+    if [ "$ACCELERATOR" = cuda ]; then \
+      export DS_ACCELERATOR=cuda DS_PREBUILD_OPS="CPU_ADAM FUSED_ADAM" TORCH_CUDA_ARCH_LIST="$TORCH_CUDA_ARCH_LIST"; \
+    fi \
+    && okvqa-pip-install --deps-only /src train,serve
 RUN if [ "$ACCELERATOR" = cuda ]; then \
       python -c "import os, torch; want = os.environ['CUDA_VERSION'].split('.')[0]; \
 assert torch.version.cuda and torch.version.cuda.split('.')[0] == want, f'torch CUDA {torch.version.cuda} vs base {want}'" \
@@ -50,10 +48,12 @@ assert torch.version.cuda and torch.version.cuda.split('.')[0] == want, f'torch 
 assert name == 'cuda', f'DeepSpeed ops were built for {name!r}, not cuda'; \
 assert ops.get('cpu_adam') and ops.get('fused_adam'), f'DeepSpeed ops not prebuilt: {ops}'"; \
     fi
+# Then the code, into its own small directory (a code change rebuilds only this and what follows).
 COPY README.md ./
 COPY okvqa_k8s ./okvqa_k8s
 RUN --mount=type=secret,id=extra-ca,required=false \
-    okvqa-pip-install /src train,serve --no-deps --force-reinstall
+    okvqa-pip-install --target /opt/okvqa/site /src train,serve
+ENV PYTHONPATH=/opt/okvqa/site
 # The toy LLaVA of examples/tiny-cpu.yaml, built from config (no download): the kind quick start needs it.
 RUN DS_ACCELERATOR=cpu python -c "from okvqa_k8s.train.tiny import build_tiny_model; \
 build_tiny_model('/opt/okvqa/models/tiny-llava')"
@@ -78,7 +78,8 @@ RUN (userdel --remove ubuntu 2>/dev/null || true) \
     && mkdir -p /okvqa/scratch && chown 1000:1000 /okvqa/scratch
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/okvqa /opt/okvqa
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 OKVQA_SCRATCH=/okvqa/scratch HF_HUB_DISABLE_TELEMETRY=1
+ENV PATH=/opt/okvqa/site/bin:/opt/venv/bin:$PATH PYTHONPATH=/opt/okvqa/site PYTHONUNBUFFERED=1 \
+    OKVQA_SCRATCH=/okvqa/scratch HF_HUB_DISABLE_TELEMETRY=1
 USER 1000:1000
 WORKDIR /home/okvqa
 CMD ["okvqa-k8s", "--help"]

@@ -19,6 +19,21 @@ from typing import Any
 CHUNK = 1 << 20
 
 
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _publishable(path: str | os.PathLike[str], directory: bool) -> None:
+    """Give a temp file (0600) or directory (0700) the mode a plain open()/mkdir() would have had.
+
+    Why: outputs are read by others too (a pod's non-root uid reading a model baked into an image, a
+    teammate reading a prepared dataset); only the temp-then-rename step should be private.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks so large shards never sit in memory."""
     digest = hashlib.sha256()
@@ -35,6 +50,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
+    _publishable(tmp, directory=False)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -70,6 +86,7 @@ def atomic_directory(dest: str | os.PathLike[str], replace: bool = False) -> Ite
     target = Path(dest)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    _publishable(tmp, directory=True)
     try:
         yield tmp
         if target.exists() and replace:

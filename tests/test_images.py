@@ -24,7 +24,7 @@ from tests.conftest import REPO, require
 
 DOCKERFILES = sorted((REPO / "images").glob("*.Dockerfile"))
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-INSTALL_LINE = re.compile(r"okvqa-pip-install /src ([a-z]+(?:,[a-z]+)*)$")
+INSTALL_LINE = re.compile(r"okvqa-pip-install (--deps-only |--target \S+ )?/src ([a-z]+(?:,[a-z]+)*)$")
 
 
 def parse(path: Path) -> list:
@@ -46,10 +46,18 @@ def args_of(path: Path) -> dict[str, str]:
     return dict(c.value[0].split("=", 1) for c in parse(path) if c.cmd == "ARG" and "=" in c.value[0])
 
 
-def install_extras(path: Path) -> list[str]:
+def install_lines(path: Path) -> list[tuple[str, str]]:
+    """(mode option, extras) of every install in RUN order."""
     runs = [" ".join(c.value) for c in parse(path) if c.cmd == "RUN"]
-    found = [m.group(1) for r in runs if (m := INSTALL_LINE.search(r.strip()))]
-    return found
+    return [
+        ((m.group(1) or "").split(" ")[0], m.group(2)) for r in runs if (m := INSTALL_LINE.search(r.strip()))
+    ]
+
+
+def install_extras(path: Path) -> str:
+    """The extras an image installs: the same for its dependency layer and its code layer."""
+    (extras,) = {extras for _, extras in install_lines(path)}
+    return extras
 
 
 def test_there_are_three_images() -> None:
@@ -97,10 +105,12 @@ def dockerignore_allows(src: str) -> bool:
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
 def test_one_install_line_from_one_place(path: Path) -> None:
-    """pip runs only inside images/pip-install.sh, once, with extras the test environment satisfies."""
+    """pip runs only inside images/pip-install.sh: the dependencies, then the code alone, with extras the
+    test environment satisfies."""
     text = " ".join(" ".join(c.value) for c in parse(path) if c.cmd == "RUN")
     assert "pip install" not in text and "pip3 install" not in text and "uv pip" not in text
-    (extras,) = install_extras(path)
+    assert [mode for mode, _ in install_lines(path)] == ["--deps-only", "--target"]
+    extras = install_extras(path)
     declared = PYPROJECT["project"]["optional-dependencies"]
     for extra in extras.split(","):
         assert extra in declared, f"{path.name}: extra {extra!r} is not in pyproject.toml"
@@ -118,7 +128,7 @@ def test_one_install_line_from_one_place(path: Path) -> None:
 
 
 def test_images_install_what_their_commands_need() -> None:
-    extras = {p.stem: set(install_extras(p)[0].split(",")) for p in DOCKERFILES}
+    extras = {p.stem: set(install_extras(p).split(",")) for p in DOCKERFILES}
     assert {"train", "serve"} <= extras["trainer"], "train, eval Jobs and the builtin server run from it"
     assert {"train", "serve"} <= extras["server"]
     assert extras["operator"] == {"kube"}, "the operator image stays slim: no torch"
@@ -229,9 +239,31 @@ def test_dependencies_are_a_layer_of_their_own() -> None:
     for path in DOCKERFILES:
         build = stages(path)[0]
         order = [(c.cmd, " ".join(c.value)) for c in build if c.cmd in ("COPY", "RUN")]
-        install = next(i for i, (cmd, text) in enumerate(order) if INSTALL_LINE.search(text.strip()))
-        copied_before = " ".join(text for cmd, text in order[:install] if cmd == "COPY")
+        installs = [i for i, (cmd, text) in enumerate(order) if INSTALL_LINE.search(text.strip())]
+        copied_before = " ".join(text for cmd, text in order[: installs[0]] if cmd == "COPY")
         assert "pyproject.toml" in copied_before and "okvqa_k8s" not in copied_before, path.name
+        final = stages(path)[-1]
+        copies = [" ".join(c.value) for c in final if c.cmd == "COPY"]
+        assert "/opt/venv /opt/venv" in " ".join(copies) and "/opt/okvqa /opt/okvqa" in " ".join(copies)
+
+
+def test_pip_install_script_modes(tmp_path: Path) -> None:
+    """--deps-only installs a placeholder of the project from pyproject.toml alone, then removes it;
+    --target installs the project without its dependencies."""
+    script = str(REPO / "images" / "pip-install.sh")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(_recording_python(tmp_path)), "LOG": str(tmp_path / "log")}
+    subprocess.run(["bash", script, "--deps-only", str(REPO), "train"], env=env, check=True)
+    install, uninstall = (tmp_path / "log").read_text().splitlines()
+    assert (
+        install.startswith("-m pip install --disable-pip-version-check /tmp/")
+        and "/project[train]" in install
+    )
+    assert str(REPO) not in install, "only pyproject.toml is read, never the sources"
+    assert uninstall.startswith("-m pip uninstall --disable-pip-version-check --yes okvqa-k8s")
+    (tmp_path / "log").unlink()
+    subprocess.run(["bash", script, "--target", "/opt/site", str(REPO), "train"], env=env, check=True)
+    (line,) = (tmp_path / "log").read_text().splitlines()
+    assert line.startswith(f"-m pip install --disable-pip-version-check --no-deps --target /opt/site {REPO} ")
 
 
 def test_pip_install_script_trusts_an_extra_ca(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.realnode
 
-NAMESPACE = "okvqa-e2e"
+NAMESPACE = "okvqa"
 RELEASE = "okvqa"
 BASE = "localhost/okvqa-testenv/base:bookworm"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
@@ -229,25 +229,45 @@ def _finetune(api: client.ApiClient, name: str) -> dict[str, Any]:
 
 
 def _spec(name: str, *, image: str = "ghcr.io/okvqa-k8s/trainer:0.1.0") -> dict[str, Any]:
-    """examples/tiny-cpu.yaml, sized for this 2-core node and pointed at the release's MinIO."""
+    """examples/tiny-cpu.yaml as a user would submit it after `helm install okvqa` in namespace okvqa."""
     doc = yaml.safe_load((REPO / "examples" / "tiny-cpu.yaml").read_text())
     spec = doc["spec"]
-    spec.update(
-        image=image,
-        imagePullPolicy="Never",
-        outputUri=f"s3://okvqa/runs/{name}",
-        resources={"requests": {"cpu": "400m", "memory": "1Gi"}, "limits": {"memory": "6Gi"}},
-    )
-    spec["dataset"]["uri"] = "s3://okvqa/datasets/tiny"
-    spec["storage"].update(
-        endpoint=f"http://{RELEASE}-minio.{NAMESPACE}.svc:9000", credentialsSecret=f"{RELEASE}-s3"
-    )
+    spec.update(image=image, outputUri=f"s3://okvqa/runs/{name}")
+    # Checkpoints often enough that the Worker can be deleted after one and training still has steps left.
     spec["training"].update(epochs=6, saveSteps=30, saveTotalLimit=2)
-    spec["inference"]["resources"] = {
-        "requests": {"cpu": "200m", "memory": "1Gi"},
-        "limits": {"memory": "4Gi"},
-    }
     return {"apiVersion": "okvqa.dev/v1alpha1", "kind": "FineTune", "metadata": {"name": name}, "spec": spec}
+
+
+def _diagnose(api: client.ApiClient) -> str:
+    """What a failed wait needs explained: the namespace's pods, their containers' states, recent events
+    and the last log lines of every container that is not running."""
+    core = client.CoreV1Api(api)
+    lines = []
+    for pod in core.list_namespaced_pod(NAMESPACE).items:
+        lines.append(f"pod {pod.metadata.name}: {pod.status.phase} on {pod.spec.node_name}")
+        for status in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []):
+            lines.append(f"  {status.name}: restarts {status.restart_count} state {status.state.to_dict()}")
+            if not status.state.running:
+                try:
+                    log = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE, container=status.name)
+                except ApiException as exc:
+                    log = f"(no log: {exc.status})"
+                lines += ["    " + line for line in log.splitlines()[-15:]]
+    events = core.list_namespaced_event(NAMESPACE).items
+    for event in sorted(events, key=lambda e: str(e.last_timestamp))[-25:]:
+        involved = event.involved_object
+        lines.append(f"event {involved.kind}/{involved.name}: {event.reason}: {event.message}")
+    return "\n".join(lines)
+
+
+def _wait(
+    api: client.ApiClient, what: str, probe: Callable[[], Any], timeout: float, every: float = 2
+) -> Any:
+    try:
+        return wait_for(what, probe, timeout, every)
+    except pytest.fail.Exception:
+        print(_diagnose(api))
+        raise
 
 
 def _pods(core: client.CoreV1Api, selector: str) -> list[client.V1Pod]:
@@ -270,24 +290,20 @@ def test_a_finetune_trains_in_pods_survives_faults_serves_and_evaluates(
     _run(["okvqa-k8s", "submit", str(spec_file), "-n", NAMESPACE], user)
 
     # Fault 1: a Worker pod is deleted once a checkpoint is complete in MinIO.
-    checkpoint = wait_for(
+    checkpoint = _wait(
+        api,
         "a complete checkpoint",
         lambda: (_finetune(api, name).get("status") or {}).get("checkpointUri"),
         600,
         2,
     )
-    (worker,) = _pods(
-        core, f"training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=worker"
-    )
+    workers = f"training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=worker"
+    (worker,) = _pods(core, workers)
     core.delete_namespaced_pod(worker.metadata.name, NAMESPACE)
-    wait_for(
+    _wait(
+        api,
         "the Worker pod to be recreated",
-        lambda: any(
-            p.metadata.uid != worker.metadata.uid
-            for p in _pods(
-                core, f"training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=worker"
-            )
-        ),
+        lambda: any(p.metadata.uid != worker.metadata.uid for p in _pods(core, workers)),
         300,
         1,
     )
@@ -303,7 +319,7 @@ def test_a_finetune_trains_in_pods_survives_faults_serves_and_evaluates(
         status = _finetune(api, name).get("status") or {}
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
-    status = wait_for("the FineTune to finish", settled, 1500, 5)
+    status = _wait(api, "the FineTune to finish", settled, 1500, 5)
     elapsed = time.monotonic() - began
     print(f"submit → {status['phase']}: {elapsed:.0f} s; accuracy {status.get('accuracy')}")
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
@@ -393,7 +409,7 @@ def test_a_finetune_whose_image_is_not_on_the_node_fails_naming_it(
         status = _finetune(api, name).get("status") or {}
         return status if status.get("phase") == "Failed" else None
 
-    status = wait_for("the FineTune to fail", failed, 180, 2)
+    status = _wait(api, "the FineTune to fail", failed, 180, 2)
     assert status["reason"] == "ImagePullFailed" and missing in status["message"], status
     _run(["okvqa-k8s", "delete", name, "-n", NAMESPACE], env)
 

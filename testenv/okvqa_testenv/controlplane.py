@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from okvqa_testenv import kwok, node, training_operator
+from okvqa_testenv import images, kwok, node, training_operator
 from okvqa_testenv.api import Api, condition_true
 from okvqa_testenv.paths import testenv_dir
 from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa
@@ -272,7 +272,9 @@ class ControlPlane:
             api.create(path, obj)
         operator = self._spawn(
             "training-operator",
-            training_operator.argv(self._bin("training-operator"), self.kubeconfig, ports),
+            training_operator.argv(
+                self._bin("training-operator"), self.kubeconfig, ports, init_image=images.BASE_IMAGE
+            ),
             env={
                 **os.environ,
                 "KUBECONFIG": str(self.kubeconfig),

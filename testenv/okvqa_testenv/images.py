@@ -385,7 +385,8 @@ class BuildKit:
             f"--opt=build-arg:VERSION={project_version(repo)}",
             *(f"--opt=build-arg:{k}={v}" for k, v in image.build_args.items()),
             *(f"--secret=id={k},src={v}" for k, v in secrets.items()),
-            f"--output=type=image,name={ref},unpack=true",
+            # Uncompressed: the layers only ever go into this containerd; gzip would cost minutes for nothing.
+            f"--output=type=image,name={ref},unpack=true,compression=uncompressed",
             "--progress=plain",
         ]
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -409,7 +410,9 @@ class BuildKit:
             self.component = None
 
 
-def build_images(repo: Path, names: Sequence[str] = (), *, echo: Any = print) -> dict[str, float]:
+def build_images(
+    repo: Path, names: Sequence[str] = (), *, binaries: Path | None = None, echo: Any = print
+) -> dict[str, float]:
     """Build (or confirm) every local image into the node's persistent containerd; returns seconds per image.
 
     Runs its own containerd (no kubelet) under the node lock, so it cannot race a running node.
@@ -421,7 +424,7 @@ def build_images(repo: Path, names: Sequence[str] = (), *, echo: Any = print) ->
     if unknown:
         raise ImageError(f"unknown image {', '.join(sorted(unknown))} (expected: {', '.join(sorted(known))})")
     wanted = set(names) or {"base", "pause", "minio", "mc", *(i.name for i in DOCKERFILE_IMAGES if i.default)}
-    binaries = testenv_dir()
+    binaries = binaries or testenv_dir()
     check_can_run(binaries, need=("containerd", "containerd-shim-runc-v2", "ctr", "buildkitd", "buildctl"))
     version = project_version(repo)
     timings: dict[str, float] = {}

@@ -128,11 +128,17 @@ def bootstrap_objects(certs: dict[str, bytes], webhook_port: int) -> list[tuple[
     ]
 
 
-def argv(binary: str, kubeconfig: Path, ports: dict[str, int]) -> list[str]:
+# A restricted-compliant init container for Worker pods (the built-in one is refused by Pod Security).
+INIT_CONTAINER_TEMPLATE = Path(__file__).with_name("pytorch-init-container.yaml")
+
+
+def argv(binary: str, kubeconfig: Path, ports: dict[str, int], init_image: str) -> list[str]:
     return [
         binary,
         f"--kubeconfig={kubeconfig}",
         "--enable-scheme=pytorchjob",
+        f"--pytorch-init-container-template-file={INIT_CONTAINER_TEMPLATE}",
+        f"--pytorch-init-container-image={init_image}",
         f"--webhook-server-port={ports['webhook']}",
         f"--metrics-bind-address=127.0.0.1:{ports['op_metrics']}",
         f"--health-probe-bind-address=127.0.0.1:{ports['op_health']}",
