@@ -55,8 +55,10 @@ RUN --mount=type=secret,id=extra-ca,required=false \
     okvqa-pip-install --target /opt/okvqa/site /src train,serve
 ENV PYTHONPATH=/opt/okvqa/site
 # The toy LLaVA of examples/tiny-cpu.yaml, built from config (no download): the kind quick start needs it.
+# transformers writes model.safetensors 0600 (through a private temp file); the pods' uid 1000 reads it.
 RUN DS_ACCELERATOR=cpu python -c "from okvqa_k8s.train.tiny import build_tiny_model; \
-build_tiny_model('/opt/okvqa/models/tiny-llava')"
+build_tiny_model('/opt/okvqa/models/tiny-llava')" \
+    && chmod -R a+rX /opt/okvqa/models
 
 FROM ${RUNTIME_IMAGE}
 ARG ACCELERATOR=cuda

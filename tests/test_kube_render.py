@@ -231,6 +231,8 @@ def test_inference_builtin_pulls_merged_model_and_probes() -> None:
     ]
     (server,) = pod["containers"]
     assert server["command"] == ["okvqa-k8s", "serve"] and server["args"][:2] == ["--model", MODEL_DIR]
+    # The model is named after the run, as vLLM serves it (clients send that name either way).
+    assert server["args"][server["args"].index("--served-model-name") + 1] == "llava-other"
     assert server["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1

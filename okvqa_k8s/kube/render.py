@@ -270,7 +270,8 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str) -> dict[str,
     else:
         image = spec.inference.image or spec.image
         command = ["okvqa-k8s", "serve"]
-        args = ["--model", model, "--host", "0.0.0.0", "--port", str(port)]
+        # Served under the run's name, as vLLM is above: clients address the model the same either way.
+        args = ["--model", model, "--served-model-name", owner.name, "--host", "0.0.0.0", "--port", str(port)]
     probe = {"httpGet": {"path": "/v1/models", "port": "http"}}
     container: dict[str, Any] = {
         "name": "server",
