@@ -72,7 +72,7 @@ testenv-host: ## Debian packages the tests need (runc, iptables, debootstrap, Ch
 	bash k8s/host-packages.sh
 
 testenv-images: venv testenv testenv-host ## the real node's images, offline: Debian base, pause, MinIO, mc, operator, trainer (root)
-	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m okvqa_testenv.images build --repo $(CURDIR); \
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m okvqa_testenv images build --repo $(CURDIR); \
 	else echo "testenv-images: skipped, building images into the real node's containerd needs root"; fi
 
 testenv: ## build the real cluster from Go modules (control plane, kwok, training operator, MinIO, node: containerd, kubelet, CNI, CoreDNS, BuildKit)

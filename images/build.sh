@@ -7,7 +7,7 @@
 #   Docker (default): `docker build` of images/<name>.Dockerfile, for kind and for pushing to a registry.
 #   --offline: no Docker, no registry. BuildKit (from `make testenv`) builds the same Dockerfiles into the
 #     containerd of the local real-node cluster, on a Debian bookworm base made by debootstrap from
-#     Debian's packages (`python -m okvqa_testenv.images build`, what `make testenv-images` runs; root).
+#     Debian's packages (`python -m okvqa_testenv images build`, what `make testenv-images` runs; root).
 #     The trainer is built as its CPU variant (ACCELERATOR=cpu) and also serves and evaluates, so the
 #     default set is trainer and operator; MinIO and mc images come from their Go-built binaries.
 #
@@ -63,7 +63,7 @@ if [[ "$offline" == 1 ]]; then
   [[ "$REGISTRY" == ghcr.io/okvqa-k8s ]] || die "--offline builds the names the chart uses; REGISTRY cannot change"
   py="${PYTHON:-$ROOT/.venv/bin/python}"
   [[ -n "$extra_ca" ]] && export OKVQA_EXTRA_CA_CERTS="$extra_ca"
-  exec "$py" -m okvqa_testenv.images build --repo "$ROOT" "${names[@]}"
+  exec "$py" -m okvqa_testenv images build --repo "$ROOT" "${names[@]}"
 fi
 
 [[ ${#names[@]} -gt 0 ]] || names=("${ALL[@]}")

@@ -268,7 +268,21 @@ def test_rbac_denies_a_service_account_until_bound(
             subjects=[client.RbacV1Subject(kind="ServiceAccount", name="sa", namespace=namespace)],
         ),
     )
-    assert as_sa.list_namespaced_pod(namespace).items == []
+    # The RBAC authorizer sees a new binding through its informer, a moment after the write.
+    pods = wait_for(
+        "the binding to take effect", lambda: _allowed(lambda: as_sa.list_namespaced_pod(namespace))
+    )
+    assert pods.items == []
+
+
+def _allowed(call: Callable[[], T]) -> T | None:
+    """The call's result, or None while it is still forbidden (403)."""
+    try:
+        return call()
+    except ApiException as exc:
+        if exc.status == 403:
+            return None
+        raise
 
 
 def test_s3_serves_with_its_credentials_only(cluster: ControlPlane) -> None:

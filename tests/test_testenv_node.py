@@ -161,3 +161,22 @@ def test_debian_mirror_comes_from_the_environment_or_apt(monkeypatch: pytest.Mon
 def test_unknown_image_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(images.ImageError, match="unknown image nope"):
         images.build_images(tmp_path, ["nope"])
+
+
+def test_the_images_command_refuses_bad_input_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from okvqa_testenv.__main__ import main as testenv_main
+
+    assert testenv_main(["images", "build", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "okvqa-testenv images: error: unknown image nope "
+        "(expected: base, mc, minio, operator, pause, server, trainer)"
+    )
+    assert testenv_main(["nodes"]) == 2 and "unknown command 'nodes'" in capsys.readouterr().err
+    assert testenv_main(["--help"]) == 0 and "python -m okvqa_testenv images" in capsys.readouterr().out
+
+
+def test_build_progress_names_each_dockerfile_step() -> None:
+    step = images._STEP.match("#13 [build  7/12] RUN --mount=type=secret,id=extra-ca okvqa-pip-install\n")
+    assert step is not None and step.groups()[:3] == ("build", "7", "12")
+    assert images._STEP.match("#13 DONE 139.0s") is None

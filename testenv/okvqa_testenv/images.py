@@ -5,7 +5,7 @@ archives from binaries `make testenv` built; a Debian bookworm base is made by d
 packages; BuildKit (containerd worker) builds images/*.Dockerfile on that base straight into the node's
 containerd, under the same names the chart and examples use, so they run unchanged on the real node.
 
-    python -m okvqa_testenv.images build [NAME...]    # what `make testenv-images` runs
+    python -m okvqa_testenv images build [NAME...]    # what `make testenv-images` runs
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,9 @@ def default_refs(version: str) -> list[str]:
     return [BASE_IMAGE, MINIO_IMAGE, MC_IMAGE, *(i.ref(version) for i in DOCKERFILE_IMAGES if i.default)]
 
 
+_STEP = re.compile(r"^#\d+ \[(\S+)\s+(\d+)/(\d+)\] (.*)$")
+
+
 class BuildKit:
     """buildkitd with the containerd worker: what it builds lands in the node's containerd (k8s.io)."""
 
@@ -367,7 +371,13 @@ class BuildKit:
         return result
 
     def build(
-        self, repo: Path, image: DockerfileImage, ref: str, log: Path, secrets: dict[str, Path]
+        self,
+        repo: Path,
+        image: DockerfileImage,
+        ref: str,
+        log: Path,
+        secrets: dict[str, Path],
+        echo: Callable[[str], None] = print,
     ) -> None:
         """Build images/<dockerfile> with the repository as context into containerd as `ref`.
 
@@ -390,19 +400,35 @@ class BuildKit:
             "--progress=plain",
         ]
         log.parent.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
         with log.open("w") as out:
-            result = subprocess.run(
+            proc = subprocess.Popen(
                 [str(self.binaries / "buildctl"), f"--addr=unix://{self.socket}", *argv],
-                stdout=out,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                text=True,
             )
-        if result.returncode != 0:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                # Progress: each Dockerfile step as BuildKit starts it ("#12 [build 6/12] RUN ...").
+                if step := _STEP.match(line):
+                    stage, index, count, what = step.groups()
+                    elapsed = time.monotonic() - began
+                    echo(f"[images] {image.name}: {stage} {index}/{count} {what[:70]} ({elapsed:.0f} s)")
+            result = proc.wait()
+        if result != 0:
             tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-30:])
             raise ImageError(f"building {ref} from images/{image.dockerfile} failed (log {log}):\n{tail}")
 
-    def prune(self) -> None:
-        """Drop BuildKit's build cache beyond what a warm rebuild needs (the layers stay in containerd)."""
-        self._buildctl("prune", "--keep-storage=4096", check=False)
+    def prune(self, keep_seconds: float) -> None:
+        """Drop the build cache that the builds of the last `keep_seconds` did not use.
+
+        What this run built or found in the cache stays (a warm rebuild needs it: the trainer's dependency
+        layer alone is 5 GB); what earlier builds left (older code, older dependencies) goes, so the cache
+        holds one generation instead of growing by gigabytes per change.
+        """
+        self._buildctl("prune", "--all", f"--keep-duration={int(keep_seconds) + 60}s", check=False)
 
     def stop(self) -> None:
         if self.component is not None:
@@ -428,6 +454,7 @@ def build_images(
     check_can_run(binaries, need=("containerd", "containerd-shim-runc-v2", "ctr", "buildkitd", "buildctl"))
     version = project_version(repo)
     timings: dict[str, float] = {}
+    started = time.monotonic()
     with node_lock(), tempfile.TemporaryDirectory(prefix="okvqa-images-") as work:
         state = Path(work)
         containerd = Containerd(binaries, state / "containerd", state / "net.d")
@@ -473,10 +500,13 @@ def build_images(
                     ref = image.ref(version)
                     began = time.monotonic()
                     echo(f"[images] {image.name}: building {ref} from images/{image.dockerfile} (BuildKit)")
-                    buildkit.build(repo, image, ref, state / f"{image.name}.log", secrets)
+                    buildkit.build(repo, image, ref, state / f"{image.name}.log", secrets, echo)
                     timings[image.name] = time.monotonic() - began
                     echo(f"[images] {image.name}: {ref} built in {timings[image.name]:.1f} s")
-                buildkit.prune()
+                buildkit.prune(time.monotonic() - started)
+            stale = containerd.remove_stale_images()
+            if stale:
+                echo(f"[images] removed {len(stale)} image(s) that rebuilds replaced")
         finally:
             buildkit.stop()
             containerd.remove_containers()
@@ -497,7 +527,7 @@ def _ca_secret(state: Path) -> dict[str, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m okvqa_testenv.images",
+        prog="python -m okvqa_testenv images",
         description="Build the real node's images offline into its containerd: the Debian base "
         "(debootstrap), pause, MinIO and mc from `make testenv` binaries, and images/*.Dockerfile "
         "with BuildKit.",
@@ -514,7 +544,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print("[images] done: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

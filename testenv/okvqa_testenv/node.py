@@ -256,6 +256,20 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         with archive.open("rb") as data:
             self.ctr("images", "import", "--no-unpack=false", "--snapshotter", "overlayfs", "-", stdin=data)
 
+    def remove_stale_images(self) -> list[str]:
+        """Delete the records of images no name points to any more (what a rebuild replaced).
+
+        The CRI plugin keeps every image under its `sha256:` id as well as its name; when a rebuild moves
+        the name, the old id stays and pins gigabytes of layers. Removing the record lets containerd's
+        garbage collector free them. Returns the ids removed.
+        """
+        rows = [line.split() for line in self.ctr("images", "list").stdout.splitlines()[1:] if line.strip()]
+        named = {digest for ref, _, digest, *_ in rows if not ref.startswith("sha256:")}
+        stale = [ref for ref, _, digest, *_ in rows if ref.startswith("sha256:") and digest not in named]
+        if stale:
+            self.ctr("images", "remove", *stale)
+        return stale
+
     def remove_containers(self) -> None:
         """Delete every task and container of the CRI namespace: the persistent root starts clean."""
         for container in self.ctr("containers", "list", "--quiet", check=False).stdout.split():
