@@ -36,6 +36,19 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0, ev
         time.sleep(every)
 
 
+def exists(read: Callable[[], object]) -> bool:
+    """Whether `read()` finds the object: False on the API's 404, any other error raised."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def _unavailable_reason() -> str | None:
     missing = missing_binaries()
     if not missing:

@@ -29,7 +29,7 @@ from kubernetes.client.rest import ApiException
 from okvqa_testenv import ControlPlane, find_tool, host
 from okvqa_testenv.images import MINIO_IMAGE
 from okvqa_testenv.node import NODE_NAME
-from tests.cluster_fixture import wait_for
+from tests.cluster_fixture import exists, wait_for
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realnode
@@ -77,18 +77,8 @@ def _namespace(api: client.ApiClient, name: str) -> None:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=RESTRICTED)))
     wait_for(
         f"the default ServiceAccount of {name}",
-        lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
+        lambda: exists(lambda: core.read_namespaced_service_account("default", name)),
     )
-
-
-def _exists(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float = 600) -> str:

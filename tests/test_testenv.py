@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from okvqa_testenv import FAIL_ANNOTATION, GPU_RESOURCE, NODES, ControlPlane, ControlPlaneError
-from tests.cluster_fixture import wait_for
+from tests.cluster_fixture import exists, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -39,20 +39,10 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     # Pods are refused until the namespace's default ServiceAccount exists.
     wait_for(
         "the default ServiceAccount",
-        lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
+        lambda: exists(lambda: core.read_namespaced_service_account("default", name)),
     )
     yield name
     core.delete_namespace(name)
-
-
-def _exists(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def _condition(obj: dict[str, Any], kind: str) -> bool:
@@ -227,7 +217,7 @@ def test_garbage_collector_deletes_dependents(api: client.ApiClient, namespace: 
     core.delete_namespaced_config_map("owner", namespace)
     wait_for(
         "the dependent to be collected",
-        lambda: not _exists(lambda: core.read_namespaced_config_map("child", namespace)),
+        lambda: not exists(lambda: core.read_namespaced_config_map("child", namespace)),
     )
 
 

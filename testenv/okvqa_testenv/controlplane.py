@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -30,7 +29,7 @@ from okvqa_testenv import images, kwok, node, training_operator
 from okvqa_testenv.api import Api, condition_true
 from okvqa_testenv.paths import testenv_dir
 from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa
-from okvqa_testenv.processes import START_TIMEOUT_S, Component, free_ports, http_ok, wait_until
+from okvqa_testenv.processes import START_TIMEOUT_S, Component, StartStop, free_ports, http_ok, wait_until
 from okvqa_testenv.s3 import S3_BINARY, MinioS3, S3Endpoint
 
 BINARIES = (
@@ -53,7 +52,7 @@ def missing_binaries(directory: Path | None = None, *, s3: bool = True, real_nod
     return [name for name in wanted if not (base / name).is_file()]
 
 
-class ControlPlane:
+class ControlPlane(StartStop):
     """etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator (and S3) on 127.0.0.1.
 
     Use as a context manager, or start()/stop(). `kubeconfig` is an admin kubeconfig (client certificate
@@ -99,15 +98,6 @@ class ControlPlane:
         if self.s3 is not None:
             env.update(self.s3.env())
         return env
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start everything and return once pods can be scheduled, run and be admitted as in a cluster."""

@@ -17,12 +17,33 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 START_TIMEOUT_S = 90.0
 
 
 class ControlPlaneError(RuntimeError):
     """A component did not start (or stopped): the message carries the tail of its log."""
+
+
+class StartStop:
+    """`with X() as x:` for the things this package starts: start() on entry, stop() on exit, always."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

@@ -14,10 +14,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from okvqa_testenv.paths import testenv_dir
-from okvqa_testenv.processes import Component, free_ports, http_ok, wait_until
+from okvqa_testenv.processes import Component, StartStop, free_ports, http_ok, wait_until
 
 S3_BINARY = "minio"
 
@@ -41,7 +40,7 @@ class S3Endpoint:
         }
 
 
-class MinioS3:
+class MinioS3(StartStop):
     """A single-drive MinIO server on 127.0.0.1 with one root identity of random keys.
 
     Use as a context manager (or start()/stop()); `endpoint` holds the URL and the keys it accepts.
@@ -56,15 +55,6 @@ class MinioS3:
         self.dir: Path | None = None
         self.endpoint: S3Endpoint | None = None
         self.component: Component | None = None
-
-    def __enter__(self) -> MinioS3:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> S3Endpoint:
         """Start in a fresh temporary directory and return once objects can be written."""
