@@ -79,6 +79,7 @@ class ControlPlane(StartStop):
         self.s3: S3Endpoint | None = None
         self.node: node.RealNode | None = None
         self.api: Api | None = None
+        self.ca: ClusterCa | None = None
         self.start_seconds: float | None = None
         self.leftovers: list[str] = []  # what a stopped real node could not put back (empty: nothing)
         self._components: list[Component] = []
@@ -170,7 +171,7 @@ class ControlPlane(StartStop):
             self.node = node.RealNode(self.binaries, self.dir / "node", SERVICE_CLUSTER_IP_RANGE)
             self.node.prepare()
             api_host = node.NODE_IP
-        self.ca = self._write_pki(pki, api_host)
+        self.ca = ca = self._write_pki(pki, api_host)
         ports = dict(
             zip(
                 ["etcd", "etcd_peer", "kcm", "sched", "webhook", "op_metrics", "op_health"],
@@ -302,7 +303,7 @@ class ControlPlane(StartStop):
             component, check = s3
             self._wait("the S3 server", check, component)
         if self.node is not None:
-            self.node.start(api, self.ca, self.server, self._spawn)
+            self.node.start(api, ca, self.server, self._spawn)
             for fake in kwok.NODES:
                 api.patch(f"/api/v1/nodes/{fake.name}", {"spec": {"taints": [node.KWOK_TAINT]}})
 

@@ -32,7 +32,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -283,14 +282,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 # ---------------------------------------------------------------------------------------- the node
 
 
-@dataclass
-class NodeEndpoints:
-    """What the control plane must know of the node before the API server starts."""
-
-    node_ip: str = NODE_IP
-    cluster_dns: str = NODE_IP
-
-
 class RealNode:
     """One real Node (kubelet + containerd) with kube-proxy and CoreDNS, registered to a control plane.
 
@@ -306,7 +297,7 @@ class RealNode:
         self.containerd: Containerd | None = None
         self.components: list[Component] = []
         self._lock = contextlib.ExitStack()
-        self.ports: dict[str, int] = {}
+        self.proxy_config: Path | None = None  # kube-proxy's, for its --cleanup on stop
 
     # -- phase 1: before the API server
 
@@ -326,7 +317,6 @@ class RealNode:
         from okvqa_testenv.controlplane import write_kubeconfig
 
         kubelet_port, kubelet_health, proxy_health, proxy_metrics, dns_health, dns_ready = free_ports(6)
-        self.ports = {"kubelet": kubelet_port, "dns_health": dns_health}
         cni_conf = self.dir / "net.d"
         cni_conf.mkdir(parents=True)
         (cni_conf / "10-okvqa.conflist").write_text(
@@ -489,7 +479,7 @@ class RealNode:
         for name in ("coredns", "kube-proxy", "containerd"):
             if name in by_name:
                 by_name[name].stop()
-        if "kube-proxy" in by_name and getattr(self, "proxy_config", None):
+        if self.proxy_config is not None:
             _run(str(self.binaries / "kube-proxy"), f"--config={self.proxy_config}", "--cleanup", check=False)
         self.components.clear()
         _unmount_under(self.dir, Path("/run/containerd"), Path("/var/lib/kubelet"), node_cache_dir())
