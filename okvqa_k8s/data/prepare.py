@@ -1,7 +1,7 @@
 """`data prepare`: OK-VQA files + COCO images → a training-ready dataset directory.
 
 Output (written atomically, a failed run leaves nothing):
-  train.json, val.json                      LLaVA conversation records (DESIGN.md), one per question
+  train.json, val.json                      LLaVA conversation records (README, Data), one per question
   {split}_questions.json / _annotations.json the same questions in the official format, for scoring
   images/                                    only the referenced images (hard links where possible)
   manifest.json                              counts, sha256 of every file, the exact inputs and options

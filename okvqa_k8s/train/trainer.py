@@ -1,8 +1,8 @@
 """The in-pod training run: preflight, rendezvous, stage inputs, train with DeepSpeed, checkpoint, finish.
 
 A custom loop over the DeepSpeed engine instead of the HF Trainer: the Trainer's CPU/gloo path sees a
-world of one on every rank (DESIGN.md, traps), and the two things this product needs to get exactly right
-— which samples a rank sees at which step, and which files a node owns in a checkpoint — are simplest to
+world of one on every rank (docs/architecture.md, traps), and the two things this product needs to get
+exactly right — which samples a rank sees at which step, and which files a node owns in a checkpoint — are simplest to
 prove when this module decides them itself. The recipe is still the HF/LLaVA one: AdamW, cosine schedule
 with warmup ratio, gradient clipping 1.0, ZeRO from a JSON config with `auto` values.
 
