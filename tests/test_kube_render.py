@@ -110,7 +110,7 @@ def test_core_objects_validate_strictly(variant: str) -> None:
 
 
 def test_pytorchjob_passes_training_operator_webhook_rules() -> None:
-    """The rules its admission webhook enforces (docs/architecture.md), checked before a cluster ever sees the job."""
+    """The rules its admission webhook enforces (docs/architecture.md), checked before a cluster sees it."""
     for variant in VARIANTS:
         job = render_pytorchjob(_spec(variant), OWNER)
         assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", job["metadata"]["name"])
