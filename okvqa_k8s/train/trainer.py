@@ -3,8 +3,8 @@
 A custom loop over the DeepSpeed engine instead of the HF Trainer: the Trainer's CPU/gloo path sees a
 world of one on every rank (docs/architecture.md, traps), and the two things this product needs to get
 exactly right — which samples a rank sees at which step, and which files a node owns in a checkpoint —
-are simplest to prove when this module decides them itself. The recipe is still the HF/LLaVA one: AdamW, cosine schedule
-with warmup ratio, gradient clipping 1.0, ZeRO from a JSON config with `auto` values.
+are simplest to prove when this module decides them itself. The recipe is still the HF/LLaVA one: AdamW,
+cosine schedule with warmup ratio, gradient clipping 1.0, ZeRO from a JSON config with `auto` values.
 
 Order matters: everything a user can get wrong is checked before a process group exists, so a bad spec
 fails in seconds with one line instead of timing out a rendezvous on other nodes.
