@@ -90,7 +90,8 @@ def atomic_directory(dest: str | os.PathLike[str], replace: bool = False) -> Ite
     try:
         yield tmp
         if target.exists() and replace:
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            # A name no other writer can hold (a pid is not: every pod's first process is pid 1).
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

@@ -38,3 +38,19 @@ def test_the_umask_still_rules(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "secret.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+
+
+def test_replacing_a_directory_does_not_collide_with_another_writers_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pods replacing the same shared directory both run as pid 1: a pid-named backup collides."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "old.bin").write_bytes(b"old")
+    other = tmp_path / ".model.old-1"
+    other.mkdir()
+    (other / "theirs").write_bytes(b"another writer's backup, mid-replace")
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    with atomic_directory(tmp_path / "model", replace=True) as tmp:
+        (tmp / "new.bin").write_bytes(b"new")
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["new.bin"]
+    assert (other / "theirs").exists()  # untouched

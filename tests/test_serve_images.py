@@ -23,6 +23,12 @@ def _png(size: tuple[int, int] = (40, 30), colour: str = "red") -> bytes:
     return buf.getvalue()
 
 
+def _encoded(fmt: str, size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, "red").save(buf, fmt)
+    return buf.getvalue()
+
+
 def _data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
@@ -53,6 +59,11 @@ def test_grayscale_and_jpeg_become_rgb() -> None:
     assert img.mode == "RGB"
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_every_supported_format_decodes(fmt: str) -> None:
+    assert load_image(_data_url(_encoded(fmt)), ImageLimits()).size == (40, 30)
+
+
 @pytest.mark.parametrize(
     ("url", "status", "code"),
     [
@@ -62,6 +73,9 @@ def test_grayscale_and_jpeg_become_rgb() -> None:
         ("ftp://example.com/x.png", 400, "invalid_image"),
         (_data_url(b"this is plain text, not an image"), 400, "invalid_image"),
         (_data_url(_png()[:60]), 400, "invalid_image"),  # truncated
+        # Formats Pillow decodes but no VQA image comes in: refused before any of their decoders run.
+        (_data_url(_encoded("TIFF"), "image/tiff"), 400, "invalid_image"),
+        (_data_url(_encoded("ICO"), "image/x-icon"), 400, "invalid_image"),
         ("http://127.0.0.1:9/x.png", 400, "image_url_disabled"),
     ],
 )

@@ -190,6 +190,12 @@ def test_manifest_round_trip_and_validation() -> None:
     ]:
         with pytest.raises(UserError, match=message):
             parse_manifest(bad_raw, "m.json")
+    # A manifest missing a whole section is refused by name, not a KeyError later in fetch.
+    for key in ("files", "shards", "total_bytes"):
+        bad = json.loads(raw)
+        del bad[key]
+        with pytest.raises(UserError, match=f"m.json: field '{key}': expected a"):
+            parse_manifest(json.dumps(bad).encode(), "m.json")
 
 
 @pytest.mark.parametrize(

@@ -174,8 +174,10 @@ def changed_examples(
 def _thumbnail(path: Path) -> str | None:
     from PIL import Image
 
+    from okvqa_k8s.data.images import FORMATS
+
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=FORMATS) as img:
             img = img.convert("RGB")
             img.thumbnail((THUMB_PX, THUMB_PX))
             buf = io.BytesIO()

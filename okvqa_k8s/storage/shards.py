@@ -203,9 +203,12 @@ def parse_manifest(raw: bytes, source: str) -> dict[str, Any]:
         raise UserError(f"{source}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{source}: expected format {MANIFEST_FORMAT!r}")
+    for key, kind in (("files", list), ("shards", list), ("total_bytes", int)):
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            raise UserError(f"{source}: field {key!r}: expected a {'list' if kind is list else 'byte count'}")
     seen: set[str] = set()
-    entries = [(f, "path") for f in manifest.get("files", [])]
-    for shard in manifest.get("shards", []):
+    entries = [(f, "path") for f in manifest["files"]]
+    for shard in manifest["shards"]:
         _entry(shard, f"{source}: shard entry", ("name", "size", "sha256", "members"))
         entries.append((shard, "name"))
         entries.extend((m, "path") for m in shard["members"])

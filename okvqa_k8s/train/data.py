@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from okvqa_k8s.data.images import FORMATS
 from okvqa_k8s.errors import UserError
 
 IGNORE_INDEX = -100
@@ -68,7 +69,7 @@ def mean_colour(image_processor: Any) -> tuple[int, int, int]:
 
 
 def load_image(path: Path, background: tuple[int, int, int]) -> Image.Image:
-    with Image.open(path) as img:
+    with Image.open(path, formats=FORMATS) as img:
         return expand_to_square(img.convert("RGB"), background)
 
 
