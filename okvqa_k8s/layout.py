@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from okvqa_k8s.storage.shards import PREPARED_MANIFEST  # `data prepare`'s manifest.json
 from okvqa_k8s.storage.uri import join
+
+__all__ = ["PREPARED_MANIFEST"]  # and the names below
 
 if TYPE_CHECKING:
     from okvqa_k8s.spec import FineTuneSpec
@@ -24,6 +27,10 @@ TENSORBOARD = "tensorboard"
 EVAL = "eval"
 RESULTS = "results.json"
 DATASET = "dataset"  # where `submit` stages a local dataset directory
+# The evaluation set `data prepare` writes inside a dataset (and `data stage` uploads beside it, a staged
+# dataset of its own): evaluation.datasetUri's default is <dataset.uri>/eval.
+EVAL_SET = "eval"
+EVAL_SET_STAGED = "eval-dataset"  # where `submit` stages a local evaluation.datasetUri given explicitly
 
 
 def node_marker(node: int) -> str:
@@ -68,3 +75,12 @@ def result_uri(spec: FineTuneSpec, variant: Literal["finetuned", "base"]) -> str
 
 def dataset_uri(spec: FineTuneSpec) -> str:
     return join(spec.output_uri, DATASET)
+
+
+def eval_dataset_uri(spec: FineTuneSpec) -> str:
+    """The prepared evaluation set the evaluation Job scores: explicit, or the one inside the dataset."""
+    return spec.evaluation.dataset_uri or join(spec.dataset.uri, EVAL_SET)
+
+
+def staged_eval_dataset_uri(spec: FineTuneSpec) -> str:
+    return join(spec.output_uri, EVAL_SET_STAGED)

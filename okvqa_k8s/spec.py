@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from okvqa_k8s.data.categories import category_codes
 from okvqa_k8s.errors import UserError
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
@@ -46,15 +47,47 @@ class ModelSpec(_Model):
     )
 
 
+# OK-VQA category codes (data/categories.py, the annotation files' `question_type`), or every category.
+Category = Literal[
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "other", "all"
+]  # fmt: skip
+
+
+def _category_codes(value: Any) -> Any:
+    """Any spelling `data prepare --category` takes → the codes the API server's schema enumerates.
+
+    `--set evaluation.categories=other,eight` arrives as one string: a list of its parts. A name such as
+    'Plants and Animals' becomes its code ('eight'), `all` stays `all`; an unknown one is an error.
+    """
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        return value  # pydantic reports the type
+    codes = []
+    for item in value:
+        if not isinstance(item, str):
+            codes.append(item)
+        elif item.strip().lower() == "all":
+            codes.append("all")
+        else:
+            codes += [code for code in category_codes(item) if code not in codes]  # ValueError names it
+    return codes
+
+
 class DatasetSpec(_Model):
     """A dataset prepared by `okvqa-k8s data prepare` (and staged by `data stage` for clusters)."""
 
     uri: str = Field(..., min_length=1, description="s3:// URI or local directory of the prepared dataset.")
-    categories: list[str] = Field(
-        default_factory=lambda: ["other"], min_length=1, description="OK-VQA categories trained on."
+    categories: list[Category] = Field(
+        default_factory=lambda: ["other"],
+        min_length=1,
+        description="OK-VQA categories trained on (codes one..ten/other, or all), as prepared with "
+        "`data prepare --category`; the evaluation report marks them as trained.",
     )
     train_split: str = Field("train", description="Split file trained on (<split>.json).")
     eval_split: str = Field("val", description="Split evaluated before and after.")
+
+    _spellings = field_validator("categories", mode="before")(_category_codes)
 
 
 class LoraSpec(_Model):
@@ -142,14 +175,29 @@ class InferenceSpec(_Model):
 
 
 class EvaluationSpec(_Model):
-    """The Job that measures VQA accuracy of the served model."""
+    """The Job that measures VQA accuracy of the served model, on every category by default."""
 
     enabled: bool = True
+    dataset_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="s3:// URI or local directory of the prepared evaluation set; default "
+        "<dataset.uri>/eval, which `data prepare` writes with every category and `data stage` uploads "
+        "with the dataset.",
+    )
+    categories: list[Category] = Field(
+        default_factory=lambda: ["all"],
+        min_length=1,
+        description="OK-VQA categories of the evaluation split scored before and after (codes one..ten/"
+        "other, or all), independent of dataset.categories: the untrained ones show what tuning did to them.",
+    )
     concurrency: int = Field(8, ge=1)
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     baseline: bool = Field(
         True, description="Also serve and score the base checkpoint, for the before/after comparison."
     )
+
+    _spellings = field_validator("categories", mode="before")(_category_codes)
 
 
 class FineTuneSpec(_Model):
@@ -195,9 +243,25 @@ class FineTuneSpec(_Model):
     def world_size(self) -> int:
         return self.nodes * self.nproc_per_node
 
+    @property
+    def trained_categories(self) -> list[str]:
+        """Codes of the categories trained on (dataset.categories), in the official order."""
+        return _codes(self.dataset.categories)
+
+    @property
+    def evaluated_categories(self) -> list[str]:
+        """Codes of the categories the evaluation scores (evaluation.categories), in the official order."""
+        return _codes(self.evaluation.categories)
+
     def to_wire(self) -> dict[str, Any]:
         """The camelCase document, as stored in a FineTune's .spec or a YAML file."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _codes(values: list[str]) -> list[str]:
+    from okvqa_k8s.data.categories import in_order
+
+    return in_order(code for value in values for code in category_codes(value))
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

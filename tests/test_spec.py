@@ -77,3 +77,57 @@ def test_unreadable_files(tmp_path: Path, text: str, match: str) -> None:
         load_document(path)
     with pytest.raises(UserError, match="cannot read"):
         load_document(tmp_path / "missing.yaml")
+
+
+def test_evaluation_scores_every_category_of_a_set_beside_the_dataset() -> None:
+    from okvqa_k8s.layout import eval_dataset_uri
+
+    spec = parse_spec(MINIMAL)
+    assert spec.evaluation.categories == ["all"] and spec.evaluation.dataset_uri is None
+    assert spec.trained_categories == ["other"]
+    assert spec.evaluated_categories == [
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "other"
+    ]  # fmt: skip
+    assert eval_dataset_uri(spec) == "s3://b/ds/eval"
+    assert eval_dataset_uri(parse_spec({**MINIMAL, "dataset": {"uri": "/data/ds"}})) == "/data/ds/eval"
+    explicit = parse_spec(
+        {**MINIMAL, "evaluation": {"datasetUri": "s3://b/all-val", "categories": ["Other"]}}
+    )
+    assert eval_dataset_uri(explicit) == "s3://b/all-val" and explicit.evaluated_categories == ["other"]
+    # `--set` gives one string: comma-separated spellings, which become the codes the CRD enumerates
+    doc = apply_overrides(MINIMAL, ["evaluation.categories=plants and animals,ten", "dataset.categories=all"])
+    spec = parse_spec(doc)
+    assert spec.to_wire()["evaluation"]["categories"] == ["eight", "ten"]
+    assert spec.to_wire()["dataset"]["categories"] == ["all"] and len(spec.trained_categories) == 11
+    assert parse_spec(spec.to_wire()) == spec
+
+
+def test_category_codes_of_the_schema_are_the_okvqa_codes() -> None:
+    from typing import get_args
+
+    from okvqa_k8s.data.categories import CATEGORIES
+    from okvqa_k8s.kube.schema import spec_openapi_schema
+    from okvqa_k8s.spec import Category
+
+    assert list(get_args(Category)) == [*CATEGORIES, "all"]
+    props = spec_openapi_schema()["properties"]
+    for field in (
+        props["dataset"]["properties"]["categories"],
+        props["evaluation"]["properties"]["categories"],
+    ):
+        assert field["items"]["enum"] == [*CATEGORIES, "all"]
+
+
+def test_unknown_categories_name_the_field() -> None:
+    bad = {**MINIMAL, "dataset": {"uri": "s3://b/ds", "categories": ["sport"]},
+           "evaluation": {"categories": ["other", "eleven"], "datasetUri": ""}}  # fmt: skip
+    with pytest.raises(UserError) as info:
+        parse_spec(bad, "f.yaml")
+    lines = str(info.value).splitlines()
+    assert (
+        "f.yaml: dataset.categories: 'sport': unknown category (expected a code one..ten/other, " in lines[0]
+    )
+    assert any(line.startswith("f.yaml: evaluation.categories: 'eleven': unknown category") for line in lines)
+    assert any(line.startswith("f.yaml: evaluation.datasetUri: ") for line in lines)
+    with pytest.raises(UserError, match="evaluation.categories: List should have at least 1 item"):
+        parse_spec({**MINIMAL, "evaluation": {"categories": []}})

@@ -54,25 +54,42 @@ def category_name(code: str) -> str:
         ) from None
 
 
-def resolve_categories(values: Iterable[str]) -> list[str]:
-    """User spellings (code, name in any case/punctuation, or `all`) → sorted list of codes."""
+EXPECTED = "a code one..ten/other, a name such as 'Plants and Animals', or 'all'"
+
+
+def category_codes(value: str) -> list[str]:
+    """One user spelling (a code, a name in any case/punctuation, or `all`) → its codes.
+
+    Raises ValueError naming the value, so a spec validator and the CLI word the problem alike.
+    """
+    text = value.strip()
+    if text.lower() == "all":
+        return list(CATEGORIES)
+    if text.lower() in CATEGORIES:
+        return [text.lower()]
+    if _slug(text) in _BY_SLUG:
+        return [_BY_SLUG[_slug(text)]]
+    raise ValueError(f"{text!r}: unknown category (expected {EXPECTED})")
+
+
+def in_order(codes: Iterable[str]) -> list[str]:
+    """Codes in the official order (one..ten, other), each once."""
+    order = list(CATEGORIES)
+    return sorted(set(codes), key=order.index)
+
+
+def resolve_categories(values: Iterable[str], option: str = "--category") -> list[str]:
+    """User spellings (code, name in any case/punctuation, or `all`; comma-separated allowed) → sorted
+    codes. `option` names the flag or field in the one-line error."""
     codes: set[str] = set()
     for raw in values:
         for value in (v.strip() for v in raw.split(",")):
             if not value:
                 continue
-            if value.lower() == "all":
-                codes.update(CATEGORIES)
-            elif value.lower() in CATEGORIES:
-                codes.add(value.lower())
-            elif _slug(value) in _BY_SLUG:
-                codes.add(_BY_SLUG[_slug(value)])
-            else:
-                raise UserError(
-                    f"--category {value!r}: unknown category (expected a code one..ten/other, a name such as "
-                    f"'Plants and Animals', or 'all')"
-                )
+            try:
+                codes.update(category_codes(value))
+            except ValueError as exc:
+                raise UserError(f"{option} {exc}") from None
     if not codes:
-        raise UserError("--category: at least one category is required")
-    order = list(CATEGORIES)
-    return sorted(codes, key=order.index)
+        raise UserError(f"{option}: at least one category is required")
+    return in_order(codes)

@@ -18,6 +18,9 @@ from typing import Any
 from okvqa_k8s.errors import UserError
 
 MANIFEST_NAME = "stage-manifest.json"
+# `data prepare`'s record of a prepared dataset. A top-level folder of a dataset holding one (the evaluation
+# set `data prepare` writes to eval/) is a dataset of its own: staged beside, never as files of this one.
+PREPARED_MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "okvqa-k8s/staged-dataset/v1"
 IMAGES_DIR = "images"
 SHARDS_DIR = "shards"
