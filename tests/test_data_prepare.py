@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from okvqa_k8s.cli import main
-from okvqa_k8s.data.categories import resolve_categories
+from okvqa_k8s.data.categories import CATEGORIES, resolve_categories
 from okvqa_k8s.data.okvqa import coco_image_name
 from okvqa_k8s.data.prepare import PROMPT_SUFFIX, answer_targets, prepare_dataset
 from okvqa_k8s.errors import UserError
@@ -81,7 +81,8 @@ def test_manifest_counts_checksums_inputs(raw: Path, tmp_path: Path) -> None:
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == manifest
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
-    assert set(manifest["files"]) == files
+    # eval/ is the evaluation set, a dataset of its own with its own manifest
+    assert set(manifest["files"]) == {f for f in files if not f.startswith("eval/")}
     for rel, meta in manifest["files"].items():
         assert sha256_file(out / rel) == meta["sha256"]
     counts = manifest["counts"]["train"]
@@ -98,6 +99,55 @@ def test_manifest_counts_checksums_inputs(raw: Path, tmp_path: Path) -> None:
     subset = json.loads((out / "val_annotations.json").read_text())
     assert {a["question_type"] for a in subset["annotations"]} <= {"other", "eight"}
     assert len(subset["annotations"]) == manifest["counts"]["val"]["questions"]
+
+
+def test_evaluation_set_has_every_category_of_the_val_split(raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    manifest = prepare_dataset(raw, out)  # trained on Other, evaluated on everything
+    ev = json.loads((out / "eval" / "manifest.json").read_text())
+    val = _ann(raw, "val")["annotations"]
+    per_name: dict[str, int] = {}
+    for a in val:
+        per_name[CATEGORIES[a["question_type"]]] = per_name.get(CATEGORIES[a["question_type"]], 0) + 1
+    assert set(ev["counts"]) == {"val"} and ev["counts"]["val"]["per_category"] == dict(
+        sorted(per_name.items())
+    )
+    assert len(per_name) == 11 and ev["options"]["category_codes"] == list(CATEGORIES)
+    assert {int(r["id"]) for r in json.loads((out / "eval" / "val.json").read_text())} == {
+        a["question_id"] for a in val
+    }
+    assert len(json.loads((out / "eval" / "val_annotations.json").read_text())["annotations"]) == len(val)
+    files = {p.relative_to(out / "eval").as_posix() for p in (out / "eval").rglob("*") if p.is_file()}
+    assert set(ev["files"]) == files - {"manifest.json"}
+    assert not (out / "eval" / "train.json").exists()
+    # the training set itself is unchanged: Other only, and it records where its evaluation set is
+    assert set(manifest["counts"]["val"]["per_category"]) == {"Other"}
+    assert manifest["evaluation_set"]["path"] == "eval"
+    assert manifest["evaluation_set"]["counts"] == ev["counts"]
+    assert manifest["evaluation_set"]["manifest_sha256"] == sha256_file(out / "eval" / "manifest.json")
+    # the same image in both is a hard link to the same source file
+    image = next((out / "images").glob("COCO_val2014_*"))
+    assert (out / "eval" / "images" / image.name).stat().st_ino == image.stat().st_ino
+
+
+def test_evaluation_set_options(raw: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        main(["data", "prepare", str(raw), "--out", str(tmp_path / "a"), "--eval-category", "eight,ten"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "eval/val: " in out
+    ev = json.loads((tmp_path / "a" / "eval" / "manifest.json").read_text())
+    assert set(ev["counts"]["val"]["per_category"]) == {"Plants and Animals", "Weather and Climate"}
+    assert main(["data", "prepare", str(raw), "--out", str(tmp_path / "b"), "--no-eval-set"]) == 0
+    assert not (tmp_path / "b" / "eval").exists()
+    assert "evaluation_set" not in json.loads((tmp_path / "b" / "manifest.json").read_text())
+    prepare_dataset(raw, tmp_path / "c", splits=("train",))  # no evaluation split, no evaluation set
+    assert not (tmp_path / "c" / "eval").exists()
+    err = _prepare_fails(raw, tmp_path / "d", capsys, "--eval-category", "twelve")
+    assert err == (
+        "okvqa-k8s: error: --eval-category 'twelve': unknown category (expected a code one..ten/other, "
+        "a name such as 'Plants and Animals', or 'all')"
+    )
 
 
 @pytest.mark.parametrize(

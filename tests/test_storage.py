@@ -410,6 +410,26 @@ def test_local_stage_fetch_round_trip(dataset: Path, tmp_path: Path) -> None:
         fetch_dataset(target, tmp_path / "second")
 
 
+def test_a_nested_prepared_dataset_is_staged_as_a_dataset_of_its_own(tmp_path: Path) -> None:
+    """`data prepare` writes the evaluation set to eval/ with its own manifest.json: staging puts it at
+    <uri>/eval as a staged dataset, and fetching the dataset never downloads it."""
+    src = make_dataset(tmp_path / "ds", images=8)
+    make_dataset(src / "eval", images=6, seed=2)
+    (src / "notes").mkdir()
+    (src / "notes" / "readme.txt").write_text("a folder without a manifest.json is just files")
+    target = str(tmp_path / "staged")
+    summary = stage_dataset(src, target, shard_size=SMALL_SHARDS, workers=2)
+    assert summary["images"] == 9 and set(summary["nested"]) == {"eval"}
+    assert summary["nested"]["eval"]["images"] == 7 and summary["nested"]["eval"]["nested"] == {}
+    out = fetch_dataset(target, tmp_path / "copy", workers=2)
+    assert tree_digest(out) == {k: v for k, v in tree_digest(src).items() if not k.startswith("eval/")}
+    assert "notes/readme.txt" in tree_digest(out)
+    ev = fetch_dataset(join(target, "eval"), tmp_path / "copy-eval", workers=2)
+    assert tree_digest(ev) == tree_digest(src / "eval")
+    again = stage_dataset(src, target, shard_size=SMALL_SHARDS, workers=2)
+    assert again["uploaded_objects"] == 0 and again["nested"]["eval"]["uploaded_objects"] == 0
+
+
 def test_stage_skips_a_dangling_link_and_stages_a_linked_image(dataset: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -52,6 +52,18 @@ def synth(out: Path, size: int, seed: int) -> None:
     show_default=True,
     help="Category code (one..ten, other), name ('Plants and Animals') or 'all'; repeatable.",
 )
+@click.option(
+    "--eval-category",
+    "eval_categories",
+    multiple=True,
+    default=["all"],
+    show_default=True,
+    help="Categories of the evaluation set written to OUT/eval (the evaluation splits, every split but "
+    "train); repeatable.",
+)
+@click.option(
+    "--no-eval-set", is_flag=True, help="Write no OUT/eval (the FineTune then needs evaluation.datasetUri)."
+)
 @click.option("--split", "splits", multiple=True, default=["train", "val"], show_default=True)
 @click.option("--answer", type=click.Choice(["most_common", "all"]), default="most_common", show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Skip (and count) bad questions/images instead of failing.")
@@ -64,6 +76,8 @@ def prepare(
     out: Path,
     images: Path | None,
     categories: tuple[str, ...],
+    eval_categories: tuple[str, ...],
+    no_eval_set: bool,
     splits: tuple[str, ...],
     answer: str,
     skip_bad: bool,
@@ -71,7 +85,11 @@ def prepare(
     max_pixels: int,
 ) -> None:
     """Turn OK-VQA files in SOURCE (OpenEnded_mscoco_{split}2014_questions.json,
-    mscoco_{split}2014_annotations.json) and COCO images into LLaVA training data in OUT."""
+    mscoco_{split}2014_annotations.json) and COCO images into LLaVA training data in OUT.
+
+    OUT/eval holds the evaluation set: the evaluation splits with every category (--eval-category), so
+    the run trained on --category is also scored on the categories it was not trained on.
+    """
     from okvqa_k8s.data.prepare import prepare_dataset
 
     manifest = prepare_dataset(
@@ -84,10 +102,19 @@ def prepare(
         skip_bad=skip_bad,
         overwrite=overwrite,
         max_pixels=max_pixels,
+        eval_categories=list(eval_categories),
+        eval_set=not no_eval_set,
     )
-    for split, c in manifest["counts"].items():
-        cats = ", ".join(f"{k}: {v}" for k, v in c["per_category"].items())
-        click.echo(f"{split}: {c['records']} records, {c['images']} images, {c['skipped']} skipped ({cats})")
+
+    def counts(label: str, per_split: dict) -> None:
+        for split, c in per_split.items():
+            cats = ", ".join(f"{k}: {v}" for k, v in c["per_category"].items())
+            sizes = f"{c['records']} records, {c['images']} images, {c['skipped']} skipped"
+            click.echo(f"{label}{split}: {sizes} ({cats})")
+
+    counts("", manifest["counts"])
+    if "evaluation_set" in manifest:
+        counts(f"{manifest['evaluation_set']['path']}/", manifest["evaluation_set"]["counts"])
     click.echo(f"wrote {out}")
 
 

@@ -5,6 +5,10 @@ Output (written atomically, a failed run leaves nothing):
   {split}_questions.json / _annotations.json the same questions in the official format, for scoring
   images/                                    only the referenced images (hard links where possible)
   manifest.json                              counts, sha256 of every file, the exact inputs and options
+  eval/                                      the evaluation set: the evaluation splits (all but train) of
+                                             every category (--eval-category), a prepared dataset of its
+                                             own laid out as above; `data stage` uploads it beside the
+                                             dataset and evaluation.datasetUri defaults to it
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from okvqa_k8s import __version__
-from okvqa_k8s.data.categories import CATEGORIES, category_name, resolve_categories
+from okvqa_k8s.data.categories import CATEGORIES, category_name, in_order, resolve_categories
 from okvqa_k8s.data.images import DEFAULT_MAX_PIXELS, ImageError, check_image
 from okvqa_k8s.data.okvqa import BadRecord, Question, coco_image_name, join_questions, load_json
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.metric import normalize_answer
 from okvqa_k8s.fsutil import atomic_directory, atomic_write_json, sha256_file
+from okvqa_k8s.layout import EVAL_SET, PREPARED_MANIFEST
 from okvqa_k8s.progress import bar
 
 PROMPT_SUFFIX = "Answer the question using a single word or phrase."
@@ -75,14 +80,44 @@ def llava_records(q: Question, image_rel: str, mode: str) -> list[dict[str, Any]
     ]
 
 
+@dataclass(frozen=True)
+class Kept:
+    """One question that passed every check, with its LLaVA records and its image."""
+
+    question: Question
+    records: list[dict[str, Any]]
+    image: str  # output name under images/
+    source: Path
+
+
 @dataclass
 class SplitResult:
-    records: list[dict[str, Any]] = field(default_factory=list)
-    questions: list[Question] = field(default_factory=list)
-    images: dict[str, Path] = field(default_factory=dict)  # output name → source path
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[Kept] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # "category" when the question had one
     questions_doc: dict[str, Any] = field(default_factory=dict)  # the inputs as read, for the subsets
     annotations_doc: dict[str, Any] = field(default_factory=dict)
+
+    def only(self, codes: list[str]) -> SplitResult:
+        """The same split restricted to some categories (a skipped question of no known category stays)."""
+        return SplitResult(
+            kept=[k for k in self.kept if k.question.category in codes],
+            skipped=[s for s in self.skipped if s.get("category") in (None, *codes)],
+            questions_doc=self.questions_doc,
+            annotations_doc=self.annotations_doc,
+        )
+
+    @property
+    def questions(self) -> list[Question]:
+        return [k.question for k in self.kept]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [r for k in self.kept for r in k.records]
+
+    @property
+    def images(self) -> dict[str, Path]:
+        """Output name → source path, each image once (images are shared between questions)."""
+        return {k.image: k.source for k in self.kept}
 
 
 def _resolve_image(images_root: Path, split: str, image_id: int) -> Path:
@@ -130,11 +165,11 @@ def _prepare_split(
         except BadRecord as exc:
             if not skip_bad:
                 raise UserError(f"{exc} (use --skip-bad to skip such questions)") from None
-            result.skipped.append({"question_id": q.question_id, "reason": str(exc)})
+            skip = {"question_id": q.question_id, "category": q.category, "reason": str(exc)}
+            result.skipped.append(skip)
             continue
-        result.images[name] = images_root / f"{split}2014" / name
-        result.questions.append(q)
-        result.records.extend(llava_records(q, f"images/{name}", mode))
+        source = images_root / f"{split}2014" / name
+        result.kept.append(Kept(q, llava_records(q, f"images/{name}", mode), name, source))
     return result
 
 
@@ -156,6 +191,69 @@ def _subset_docs(result: SplitResult) -> tuple[dict[str, Any], dict[str, Any]]:
     return qdoc, adoc
 
 
+def _write_dataset(
+    root: Path,
+    results: dict[str, SplitResult],
+    source: Path,
+    images_root: Path,
+    options: dict[str, Any],
+    exclude: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Records, official subsets, linked images and manifest.json of one dataset into `root` (which
+    exists); files under `exclude` (a nested dataset with its own manifest) are not listed."""
+    (root / "images").mkdir()
+    images = {name: src for r in results.values() for name, src in r.images.items()}
+    with bar(total=len(images), desc=f"link images ({root.name})", unit="img") as progress:
+        for name, src in images.items():
+            _link_or_copy(src, root / "images" / name)
+            progress.update(1)
+    counts: dict[str, Any] = {}
+    for split, r in results.items():
+        atomic_write_json(root / f"{split}.json", r.records)
+        qdoc, adoc = _subset_docs(r)
+        atomic_write_json(root / f"{split}_questions.json", qdoc)
+        atomic_write_json(root / f"{split}_annotations.json", adoc)
+        per_cat = Counter(category_name(q.category) for q in r.questions)
+        counts[split] = {
+            "questions": len(r.kept),
+            "records": sum(len(k.records) for k in r.kept),
+            "images": len(r.images),
+            "skipped": len(r.skipped),
+            "per_category": dict(sorted(per_cat.items())),
+        }
+    files = {
+        rel: {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not (rel := p.relative_to(root).as_posix()).startswith(exclude)
+    }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "created_by": f"okvqa-k8s {__version__}",
+        "inputs": {
+            split: {
+                "questions": {
+                    "path": str(questions_file(source, split)),
+                    "sha256": sha256_file(questions_file(source, split)),
+                },
+                "annotations": {
+                    "path": str(annotations_file(source, split)),
+                    "sha256": sha256_file(annotations_file(source, split)),
+                },
+                "images": str(images_root / f"{split}2014"),
+            }
+            for split in results
+        },
+        "options": options,
+        "counts": counts,
+        "skipped": {split: r.skipped for split, r in results.items() if r.skipped},
+        "files": files,
+        **(extra or {}),
+    }
+    atomic_write_json(root / PREPARED_MANIFEST, manifest)
+    return manifest
+
+
 def prepare_dataset(
     source: Path,
     out: Path,
@@ -167,76 +265,72 @@ def prepare_dataset(
     skip_bad: bool = False,
     overwrite: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    eval_categories: list[str] | None = None,
+    eval_set: bool = True,
 ) -> dict[str, Any]:
-    """Build dataset directory `out` from OK-VQA files in `source` and COCO images; return the manifest."""
+    """Build dataset directory `out` from OK-VQA files in `source` and COCO images; return the manifest.
+
+    With `eval_set` (and a split other than train among `splits`), `out/eval` receives the evaluation
+    set: those splits restricted to `eval_categories` (default: every category) rather than to
+    `categories`, so a run trained on some categories is scored on all of them.
+    """
     source, out = Path(source), Path(out)
     images_root = Path(images) if images is not None else source
     if answer not in ANSWER_MODES:
         raise UserError(f"--answer {answer!r}: expected one of {', '.join(ANSWER_MODES)}")
     codes = resolve_categories(categories or ["other"])
+    eval_codes = resolve_categories(eval_categories or ["all"], "--eval-category")
+    eval_splits = [split for split in splits if split != "train"] if eval_set else []
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (use --overwrite to replace it)")
     if not images_root.is_dir():
         raise UserError(f"{images_root}: image folder not found")
 
     results = {
-        split: _prepare_split(source, images_root, split, codes, answer, skip_bad, max_pixels)
+        split: _prepare_split(
+            source,
+            images_root,
+            split,
+            in_order([*codes, *eval_codes]) if split in eval_splits else codes,
+            answer,
+            skip_bad,
+            max_pixels,
+        )
         for split in splits
     }
+
+    def options(chosen: list[str]) -> dict[str, Any]:
+        return {
+            "categories": [category_name(c) for c in chosen],
+            "category_codes": chosen,
+            "answer": answer,
+            "skip_bad": skip_bad,
+            "max_pixels": max_pixels,
+        }
+
     with atomic_directory(out, replace=overwrite) as tmp:
-        (tmp / "images").mkdir()
-        total = sum(len(r.images) for r in results.values())
-        with bar(total=total, desc="link images", unit="img") as progress:
-            for r in results.values():
-                for name, src in r.images.items():
-                    _link_or_copy(src, tmp / "images" / name)
-                    progress.update(1)
-        counts: dict[str, Any] = {}
-        for split, r in results.items():
-            atomic_write_json(tmp / f"{split}.json", r.records)
-            qdoc, adoc = _subset_docs(r)
-            atomic_write_json(tmp / f"{split}_questions.json", qdoc)
-            atomic_write_json(tmp / f"{split}_annotations.json", adoc)
-            per_cat = Counter(category_name(q.category) for q in r.questions)
-            counts[split] = {
-                "questions": len(r.questions),
-                "records": len(r.records),
-                "images": len(r.images),
-                "skipped": len(r.skipped),
-                "per_category": dict(sorted(per_cat.items())),
-            }
-        files = {
-            p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        }
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "created_by": f"okvqa-k8s {__version__}",
-            "inputs": {
-                split: {
-                    "questions": {
-                        "path": str(questions_file(source, split)),
-                        "sha256": sha256_file(questions_file(source, split)),
-                    },
-                    "annotations": {
-                        "path": str(annotations_file(source, split)),
-                        "sha256": sha256_file(annotations_file(source, split)),
-                    },
-                    "images": str(images_root / f"{split}2014"),
+        nested: dict[str, Any] = {}
+        if eval_splits:
+            (tmp / EVAL_SET).mkdir()
+            eval_results = {split: results[split].only(eval_codes) for split in eval_splits}
+            eval_manifest = _write_dataset(
+                tmp / EVAL_SET, eval_results, source, images_root, options(eval_codes)
+            )
+            nested = {
+                "evaluation_set": {
+                    "path": EVAL_SET,
+                    "categories": eval_manifest["options"]["categories"],
+                    "counts": eval_manifest["counts"],
+                    "manifest_sha256": sha256_file(tmp / EVAL_SET / PREPARED_MANIFEST),
                 }
-                for split in splits
-            },
-            "options": {
-                "categories": [category_name(c) for c in codes],
-                "category_codes": codes,
-                "answer": answer,
-                "skip_bad": skip_bad,
-                "max_pixels": max_pixels,
-            },
-            "counts": counts,
-            "skipped": {split: r.skipped for split, r in results.items() if r.skipped},
-            "files": files,
-        }
-        atomic_write_json(tmp / "manifest.json", manifest)
+            }
+        manifest = _write_dataset(
+            tmp,
+            {split: r.only(codes) for split, r in results.items()},
+            source,
+            images_root,
+            options(codes),
+            exclude=(f"{EVAL_SET}/",),
+            extra=nested,
+        )
     return manifest

@@ -36,16 +36,24 @@ def _mb(size: int) -> str:
 def stage(dataset_dir: Path, uri: str, shard_size: str, workers: int, verify: bool) -> None:
     """Upload a prepared DATASET_DIR to URI (s3://bucket/prefix or a path) as tar shards + manifest.
 
-    Re-running skips objects already there with the same checksum, so an interrupted upload resumes.
+    The evaluation set `data prepare` writes to DATASET_DIR/eval goes to URI/eval, as a staged dataset
+    of its own. Re-running skips objects already there with the same checksum, so an interrupted upload
+    resumes.
     """
     size = parse_size(shard_size)
     summary = stage_dataset(dataset_dir, uri, shard_size=size, workers=workers, verify=verify)
-    click.echo(
-        f"staged {summary['images']} images in {summary['shards']} shards + {summary['files']} files "
-        f"({_mb(summary['total_bytes'])}) to {uri}: uploaded {summary['uploaded_objects']} objects "
-        f"({_mb(summary['uploaded_bytes'])}), skipped {summary['skipped_objects']}"
-        + (", verified" if summary["verified"] else "")
-    )
+
+    def report(summary: dict, target: str) -> None:
+        for name, nested in summary.get("nested", {}).items():
+            report(nested, f"{target.rstrip('/')}/{name}")
+        click.echo(
+            f"staged {summary['images']} images in {summary['shards']} shards + {summary['files']} files "
+            f"({_mb(summary['total_bytes'])}) to {target}: uploaded {summary['uploaded_objects']} objects "
+            f"({_mb(summary['uploaded_bytes'])}), skipped {summary['skipped_objects']}"
+            + (", verified" if summary["verified"] else "")
+        )
+
+    report(summary, uri)
 
 
 @click.command("fetch")

@@ -34,6 +34,7 @@ from okvqa_k8s.storage.registry import store_for
 from okvqa_k8s.storage.shards import (
     IMAGES_DIR,
     MANIFEST_NAME,
+    PREPARED_MANIFEST,
     SHARDS_DIR,
     Member,
     ShardLayout,
@@ -90,8 +91,20 @@ class _HashingReader:
         return data
 
 
-def _scan(src: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, Stamp]]:
-    """(small files, images, stamps): files outside images/ are uploaded as is, images go into shards.
+def nested_datasets(src: Path) -> list[str]:
+    """Top-level folders of `src` that are prepared datasets of their own (they hold a manifest.json)."""
+    return sorted(
+        p.name
+        for p in src.iterdir()
+        if p.name != IMAGES_DIR and p.is_dir() and (p / PREPARED_MANIFEST).is_file()
+    )
+
+
+def _scan(
+    src: Path, skip: tuple[str, ...] = ()
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, Stamp]]:
+    """(small files, images, stamps): files outside images/ are uploaded as is, images go into shards;
+    the top-level folders in `skip` are left out.
 
     The stamps let packing notice a file rewritten after it was hashed without hashing it twice.
     """
@@ -99,6 +112,8 @@ def _scan(src: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict
     images: list[tuple[str, int]] = []
     stamps: dict[str, Stamp] = {}
     for dirpath, dirnames, names in os.walk(src):
+        if Path(dirpath) == src:
+            dirnames[:] = [d for d in dirnames if d not in skip]
         dirnames.sort()
         for name in sorted(names):
             path = Path(dirpath) / name
@@ -182,11 +197,21 @@ def stage_dataset(
     otherwise packs and uploads it part by part, so hashing, packing and uploading of different shards
     overlap. The manifest is written last (and removed before the first object is replaced), so a
     reader never sees a manifest that points at shards still being replaced.
+
+    A top-level folder that is a prepared dataset itself (`eval/`, the evaluation set) is staged first,
+    as its own dataset at `<uri>/<folder>`: fetching the dataset never downloads it, fetching
+    `<uri>/<folder>` gets only it. Its summary is under "nested".
     """
     src = Path(src_dir)
     if not src.is_dir():
         raise UserError(f"{src}: not a directory (expected a dataset made by `okvqa-k8s data prepare`)")
-    small, images, stamps = _scan(src)
+    nested = {
+        name: stage_dataset(
+            src / name, join(uri, name), shard_size=shard_size, workers=workers, verify=verify
+        )
+        for name in nested_datasets(src)
+    }
+    small, images, stamps = _scan(src, skip=tuple(nested))
     if not small and not images:
         raise UserError(f"{src}: the dataset directory is empty")
     store = store_for(uri)
@@ -274,6 +299,7 @@ def stage_dataset(
         "skipped_objects": len(files) + len(plans) - len(sent_files) - len(sent_shards),
         "verified": verify,
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "nested": nested,
     }
 
 
