@@ -80,3 +80,41 @@ def test_bar_chart_is_a_png_of_the_expected_size() -> None:
     png = bar_chart_png(cmp)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (500, 450)
+
+
+def test_changed_page_has_a_section_for_every_category_trained_first(tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "a.jpg")
+    examples = [
+        {"question_id": i, "image_id": i, "question": f"q{i}", "category": code, "base": "blue",
+         "finetuned": "red", "base_accuracy": 0.0, "finetuned_accuracy": acc, "ground_truth": ["red"]}
+        for i, code, acc in ((1, "eight", 100.0), (2, "other", 100.0), (3, "other", 0.0))
+    ]  # fmt: skip
+    counts = {"Other": 5, "Plants and Animals": 3, "Weather and Climate": 2}
+    page = changed_html(examples, {1: tmp_path / "a.jpg"}, "T", counts, ["Other"])
+    sections = [part.split("</h2>")[0] for part in page.split("<h2>")[1:]]
+    assert sections == [
+        "By category",
+        "Other (trained): 2 changed",
+        "Plants and Animals: 1 changed",
+        "Weather and Climate: 0 changed",
+    ]
+    assert page.count('<tr class="') == 3 and "No answer changed." in page
+    summary = page.split("<table class=summary>")[1].split("</table>")[0]
+    assert "<tr><td>Other</td><td>✓</td><td>5</td><td>2</td><td>1</td><td>0</td></tr>" in summary
+    assert "<tr><td>Weather and Climate</td><td></td><td>2</td><td>0</td><td>0</td><td>0</td></tr>" in summary
+
+
+def test_bar_chart_has_the_groups_beside_the_categories() -> None:
+    base = _result(10.0, {"Other": (10.0, 4), "Plants and Animals": (40.0, 2)}, "b")
+    ft = _result(50.0, {"Other": (60.0, 4), "Plants and Animals": (30.0, 2)}, "f")
+    for result, (t, u) in ((base, (10.0, 40.0)), (ft, (60.0, 30.0))):
+        result["trained_categories"] = ["Other"]
+        result["groups"] = {
+            "trained": {"accuracy": t, "count": 4, "categories": ["Other"]},
+            "untrained": {"accuracy": u, "count": 2, "categories": ["Plants and Animals"]},
+        }
+    cmp = compare_results(base, ft)
+    assert cmp["summary"]["untrained"] == "untrained categories: Δ \u221210.0 pp on 2 questions"
+    img = Image.open(io.BytesIO(bar_chart_png(cmp)))
+    # 2 categories, 2 groups and overall: wider than the 2-bar chart
+    assert img.format == "PNG" and img.size == (600, 450)

@@ -294,3 +294,58 @@ def test_dataset_from_s3(
     from okvqa_k8s.storage import read_json
 
     assert read_json(s3_bucket.uri("runs/r1/eval/results.json")) == remote
+
+
+def test_every_category_scored_with_the_trained_ones_marked(
+    endpoints: dict[str, str], prepared_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The evaluation set `data prepare` writes beside an 'Other' dataset, scored on all categories."""
+    from okvqa_k8s.data.categories import CATEGORIES
+
+    evalset = prepared_dataset / "eval"
+    out = tmp_path / "all"
+    code, lines, err = _run(
+        capsys,
+        "--endpoint", endpoints["finetuned"], "--compare", endpoints["base"],
+        "--dataset", str(evalset), "--category", "all", "--trained-category", "other",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "compare.json").read_text())
+    manifest = json.loads((evalset / "manifest.json").read_text())
+    counts = manifest["counts"]["val"]["per_category"]
+    assert len(counts) == 11
+    for variant in ("base", "finetuned"):
+        per_cat = report[variant]["per_category"]
+        assert set(per_cat) == set(CATEGORIES.values())
+        assert {name: c["count"] for name, c in per_cat.items()} == counts
+    assert report["trained_categories"] == ["Other"]
+    # the untrained figure is the official accuracy of the untrained questions alone
+    questions = load_items(evalset, "val")[1]
+    untrained = [q for q in questions if q.category != "other"]
+    for variant in ("base", "finetuned"):
+        preds = load_predictions(out / variant / "predictions.jsonl")
+        alone = score_questions({q.question_id: preds[q.question_id] for q in untrained}, untrained)
+        assert report["groups"]["untrained"][variant] == alone["overall"]
+    group = report["groups"]["untrained"]
+    assert group["count"] == len(untrained) == sum(n for name, n in counts.items() if name != "Other")
+    assert report["summary"]["untrained"].startswith("untrained categories: Δ ")
+    assert report["summary"]["untrained"].endswith(f" pp on {len(untrained)} questions")
+    text = "\n".join(lines)
+    assert "| Other | ✓ | " in text and report["summary"]["untrained"] in text
+    html = (out / "changed.html").read_text()
+    assert all(f"<h2>{name}" in html.replace("&amp;", "&") for name in CATEGORIES.values())
+    assert "<h2>Other (trained): " in html
+
+
+def test_a_category_without_questions_is_one_line_error(
+    prepared_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(
+        capsys,
+        "--endpoint", "http://127.0.0.1:9", "--dataset", str(prepared_dataset),
+        "--category", "other,Weather and Climate", "--out", str(tmp_path / "x"),
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("okvqa-k8s: error: --category: no questions for 'Weather and Climate' in ")
+    assert "(split val: Other " in err

@@ -9,7 +9,8 @@ import pytest
 
 from okvqa_k8s.cli import main
 from okvqa_k8s.data.categories import CATEGORIES
-from okvqa_k8s.evaluate.score import load_questions
+from okvqa_k8s.data.okvqa import Question
+from okvqa_k8s.evaluate.score import load_questions, score_questions
 
 
 def _files(raw: Path) -> tuple[Path, Path]:
@@ -91,3 +92,77 @@ def test_malformed_predictions(synth_raw: Path, tmp_path: Path, capsys, line: st
     pfile.write_text('{"question_id": 1, "answer": "x"}\n' + line + "\n")
     assert main(["eval", "score", "-p", str(pfile), "-q", str(qfile), "-a", str(afile)]) == 2
     assert message in capsys.readouterr().err
+
+
+def _q(qid: int, category: str, answers: dict[str, int]) -> Question:
+    given = tuple(answer for answer, n in answers.items() for _ in range(n))
+    return Question(qid, qid * 10, f"question {qid}?", category, given, "other")
+
+
+# Five questions in three categories; accuracies computed by hand from the official leave-one-out
+# min(1, matches / 3) over the ten 9-answer subsets:
+#   1 other  10 × red,               "red"   → 1.0
+#   2 other  10 × blue,              "red"   → 0.0
+#   3 eight   2 × rose + 8 × tulip,  "rose"  → (8 × 2/3 + 2 × 1/3) / 10 = 0.6
+#   4 eight  10 × tree,              "tree"  → 1.0
+#   5 ten     3 × sunny + 7 × cloudy, "sunny" → (3 × 2/3 + 7 × 1) / 10 = 0.9
+HAND = [
+    _q(1, "other", {"red": 10}),
+    _q(2, "other", {"blue": 10}),
+    _q(3, "eight", {"rose": 2, "tulip": 8}),
+    _q(4, "eight", {"tree": 10}),
+    _q(5, "ten", {"sunny": 3, "cloudy": 7}),
+]
+TUNED = {1: "red", 2: "red", 3: "rose", 4: "tree", 5: "sunny"}
+
+
+def test_scores_by_category_and_trained_group_by_hand() -> None:
+    result = score_questions(TUNED, HAND, trained=["other"])
+    assert result["per_category"] == {
+        "Other": {"accuracy": 50.0, "count": 2},
+        "Plants and Animals": {"accuracy": 80.0, "count": 2},
+        "Weather and Climate": {"accuracy": 90.0, "count": 1},
+    }
+    assert (result["overall"], result["count"]) == (70.0, 5)  # (1 + 0 + .6 + 1 + .9) / 5
+    assert result["trained_categories"] == ["Other"]
+    assert result["groups"] == {
+        "trained": {"accuracy": 50.0, "count": 2, "categories": ["Other"]},
+        # pooled over its own three questions, (.6 + 1 + .9) / 3, not the mean of 80 and 90
+        "untrained": {
+            "accuracy": 83.33,
+            "count": 3,
+            "categories": ["Plants and Animals", "Weather and Climate"],
+        },
+    }
+    assert "groups" not in score_questions(TUNED, HAND)  # unknown trained categories: no groups
+    both = score_questions(TUNED, HAND, trained=["other", "eight"])["groups"]
+    assert (both["trained"]["accuracy"], both["trained"]["count"]) == (65.0, 4)  # (1 + 0 + .6 + 1) / 4
+    assert (both["untrained"]["accuracy"], both["untrained"]["count"]) == (90.0, 1)
+    none_untrained = score_questions(TUNED, HAND, trained=["other", "eight", "ten"])["groups"]["untrained"]
+    assert none_untrained == {"accuracy": None, "count": 0, "categories": []}
+
+
+def test_compare_sums_up_the_untrained_categories_in_one_line() -> None:
+    from okvqa_k8s.evaluate.report import compare_markdown, compare_results
+
+    base_preds = {1: "blue", 2: "green", 3: "tulip", 4: "tree", 5: "cloudy"}  # 0, 0, 1, 1, 1
+    base = {**score_questions(base_preds, HAND, trained=["other"]), "split": "val"}
+    tuned = {**score_questions(TUNED, HAND, trained=["other"]), "split": "val"}
+    cmp = compare_results(base, tuned)
+    assert cmp["trained_categories"] == ["Other"]
+    assert cmp["groups"]["trained"] == {
+        "base": 0.0, "finetuned": 50.0, "delta": 50.0, "count": 2, "categories": ["Other"]
+    }  # fmt: skip
+    assert cmp["groups"]["untrained"]["base"] == 100.0 and cmp["groups"]["untrained"]["delta"] == -16.67
+    assert cmp["summary"] == {
+        "trained": "trained categories: Δ +50.0 pp on 2 questions",
+        "untrained": "untrained categories: Δ \u221216.7 pp on 3 questions",
+    }
+    md = compare_markdown(cmp)
+    assert "| category | trained | questions | base (%) | fine-tuned (%) | Δ (pp) |" in md
+    assert "| Other | ✓ | 2 | 0.00 | 50.00 | +50.00 |" in md
+    assert "| Plants and Animals |  | 2 | 100.00 | 80.00 | -20.00 |" in md
+    assert "| *trained categories* | ✓ | *2* | *0.00* | *50.00* | *+50.00* |" in md
+    assert "| *untrained categories* |  | *3* | *100.00* | *83.33* | *-16.67* |" in md
+    assert "| **overall** |  | **5** | **60.00** | **70.00** | **+10.00** |" in md
+    assert "trained on: Other" in md and "untrained categories: Δ \u221216.7 pp on 3 questions" in md

@@ -37,7 +37,16 @@ def eval_group() -> None:
     "categories",
     multiple=True,
     metavar="NAME",
-    help="Only these OK-VQA categories (code or name, repeatable; default: every question of the split).",
+    help="Only these OK-VQA categories (code, name or 'all'; repeatable; default: every question of the "
+    "split). Each must have questions in the split.",
+)
+@click.option(
+    "--trained-category",
+    "trained_categories",
+    multiple=True,
+    metavar="NAME",
+    help="Categories the model was fine-tuned on (repeatable): marked in the report, which adds the "
+    "trained/untrained groups ('untrained categories: Δ … pp on n questions').",
 )
 @click.option(
     "--concurrency",
@@ -103,6 +112,7 @@ def run_cmd(
     dataset: str,
     split: str,
     categories: tuple[str, ...],
+    trained_categories: tuple[str, ...],
     concurrency: int,
     max_questions: int | None,
     max_tokens: int,
@@ -127,6 +137,7 @@ def run_cmd(
     from okvqa_k8s.evaluate.runner import resolve_dataset, results_markdown, run_eval
 
     codes = resolve_categories(categories) if categories else None
+    trained = resolve_categories(trained_categories, "--trained-category") if trained_categories else None
     dataset_dir = resolve_dataset(dataset, cache_dir)
     targets = (
         [(endpoint, out_dir)]
@@ -146,6 +157,7 @@ def run_cmd(
                     target,
                     dataset_label=dataset,
                     categories=codes,
+                    trained=trained,
                     concurrency=concurrency,
                     max_questions=max_questions,
                     max_tokens=max_tokens,
@@ -177,6 +189,9 @@ def run_cmd(
 def compare_cmd(base: Path, finetuned: Path, out_dir: Path) -> None:
     """Before/after report from two `eval run` results (their results.json or --out directories):
     compare.json, compare.md (accuracy table with deltas), per_category.png, changed.html.
+
+    Results made with --trained-category mark those categories and sum up the others in one line
+    ("untrained categories: Δ −x.x pp on n questions").
 
     The last line printed is the path of compare.json.
     """

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,9 @@ def load_items(
     dataset_dir: Path, split: str, categories: list[str] | None = None, max_questions: int | None = None
 ) -> tuple[list[EvalItem], list[Any]]:
     """Questions of the split (optionally some categories, the first N by id) joined with their records."""
+    from okvqa_k8s.data.categories import category_name
     from okvqa_k8s.data.okvqa import load_json
+    from okvqa_k8s.evaluate.evalset import describe, missing_categories
     from okvqa_k8s.evaluate.score import load_questions
     from okvqa_k8s.train.data import question_text
 
@@ -69,6 +72,12 @@ def load_items(
         dataset_dir / f"{split}_questions.json", dataset_dir / f"{split}_annotations.json"
     )
     if categories:
+        counts = Counter(q.category for q in questions)
+        if missing := missing_categories(categories, counts):
+            names = ", ".join(repr(category_name(code)) for code in missing)
+            raise UserError(
+                f"--category: no questions for {names} in {dataset_dir} (split {split}: {describe(counts)})"
+            )
         questions = [q for q in questions if q.category in categories]
     questions.sort(key=lambda q: q.question_id)
     if max_questions is not None:
@@ -140,7 +149,10 @@ def _check_resume(out_dir: Path, run: dict[str, Any], restart: bool) -> None:
 
 
 def results_markdown(result: dict[str, Any]) -> str:
-    """The accuracy table of one result, as printed and saved next to it."""
+    """The accuracy table of one result, as printed and saved next to it (trained categories marked
+    when the result knows them)."""
+    trained = result.get("trained_categories")
+    mark = (lambda name: " (trained)" if name in trained else "") if trained else (lambda name: "")
     lines = [
         f"# VQA accuracy: {result.get('model', '?')} ({result.get('split', '?')})",
         "",
@@ -148,7 +160,10 @@ def results_markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     for name, cat in result["per_category"].items():
-        lines.append(f"| {name} | {cat['accuracy']:.2f} | {cat['count']} |")
+        lines.append(f"| {name}{mark(name)} | {cat['accuracy']:.2f} | {cat['count']} |")
+    for group, figures in (result.get("groups") or {}).items():
+        if figures["count"]:
+            lines.append(f"| *{group} categories* | *{figures['accuracy']:.2f}* | *{figures['count']}* |")
     lines.append(f"| **overall** | **{result['overall']:.2f}** | **{result['count']}** |")
     return "\n".join(lines) + "\n"
 
@@ -161,12 +176,17 @@ def run_eval(
     *,
     dataset_label: str | None = None,
     categories: list[str] | None = None,
+    trained: list[str] | None = None,
     concurrency: int = 8,
     max_questions: int | None = None,
     max_tokens: int = 16,
     restart: bool = False,
 ) -> Path:
-    """Answer every unanswered question, score all of them, write results; returns results.json."""
+    """Answer every unanswered question, score all of them, write results; returns results.json.
+
+    `trained` (category codes the model was fine-tuned on) marks those categories in the result and
+    adds the trained/untrained groups; it changes no answer, so a resumed run may add it.
+    """
     from okvqa_k8s.evaluate.score import score_questions
 
     items, questions = load_items(dataset_dir, split, categories, max_questions)
@@ -231,7 +251,10 @@ def run_eval(
         )
     wanted = {q.question_id for q in questions}
     result = score_questions(
-        {qid: rec["answer"] for qid, rec in done.items() if qid in wanted}, questions, source=str(pred_path)
+        {qid: rec["answer"] for qid, rec in done.items() if qid in wanted},
+        questions,
+        source=str(pred_path),
+        trained=trained,
     )
     elapsed = time.perf_counter() - start
     result.update(

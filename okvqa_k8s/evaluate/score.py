@@ -49,9 +49,17 @@ def _pct(values: Sequence[float]) -> float:
 
 
 def score_questions(
-    preds: Mapping[int, str], questions: Sequence[Question], source: str = "predictions"
+    preds: Mapping[int, str],
+    questions: Sequence[Question],
+    source: str = "predictions",
+    trained: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Official accuracy of `preds` over exactly `questions`; a missing or unknown id is an error."""
+    """Official accuracy of `preds` over exactly `questions`; a missing or unknown id is an error.
+
+    With `trained` (category codes the model was fine-tuned on), the result also says which categories
+    those are and pools the questions into two groups, `trained` and `untrained`: each group's accuracy
+    is the mean over its own questions (question-weighted, as `overall`), None when it has none.
+    """
     wanted = {q.question_id for q in questions}
     unknown = sorted(set(preds) - wanted)
     if unknown:
@@ -64,17 +72,32 @@ def score_questions(
     overall: list[float] = []
     per_cat: dict[str, list[float]] = defaultdict(list)
     per_type: dict[str, list[float]] = defaultdict(list)
+    per_group: dict[str, list[float]] = {"trained": [], "untrained": []}
     for q in questions:
         acc = vqa_accuracy(preds[q.question_id], q.answers)
         overall.append(acc)
         per_cat[category_name(q.category)].append(acc)
         per_type[q.answer_type].append(acc)
-    return {
+        if trained is not None:
+            per_group["trained" if q.category in trained else "untrained"].append(acc)
+    result: dict[str, Any] = {
         "overall": _pct(overall),
         "count": len(overall),
         "per_category": {k: {"accuracy": _pct(v), "count": len(v)} for k, v in sorted(per_cat.items())},
         "per_answer_type": {k: {"accuracy": _pct(v), "count": len(v)} for k, v in sorted(per_type.items())},
     }
+    if trained is not None:
+        names = {category_name(code) for code in trained}
+        result["trained_categories"] = sorted(names)
+        result["groups"] = {
+            group: {
+                "accuracy": _pct(accs) if accs else None,
+                "count": len(accs),
+                "categories": sorted(n for n in per_cat if (n in names) == (group == "trained")),
+            }
+            for group, accs in per_group.items()
+        }
+    return result
 
 
 def load_questions(questions_path: Path, annotations_path: Path) -> list[Question]:
