@@ -91,8 +91,80 @@ def test_status_table() -> None:
          "status": {"phase": "Succeeded", "progress": "10/10", "accuracy": {"base": 30.0, "finetuned": 61.5},
                     "endpoint": "http://a-serve.ns.svc:8000"}},
         {"metadata": {"name": "bb"}, "spec": {"nodes": 1}},
+        {"metadata": {"name": "c"}, "spec": {"nodes": 1},
+         "status": {"accuracy": {"base": 0.0, "finetuned": 65.7},
+                    "untrainedAccuracy": {"base": 4.33, "finetuned": 3.1, "delta": -1.23, "questions": 337}}},
     ]  # fmt: skip
     lines = format_table(status_rows(items)).splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "NODES", "PROGRESS", "ACCURACY", "ENDPOINT", "AGE"]
+    assert lines[0].split() == [
+        "NAME",
+        "PHASE",
+        "NODES",
+        "PROGRESS",
+        "ACCURACY",
+        "UNTRAINED",
+        "ENDPOINT",
+        "AGE",
+    ]
     assert "30.00% → 61.50%" in lines[1] and "10/10" in lines[1]
     assert lines[2].split() == ["bb", "1"]
+    assert "0.00% → 65.70%" in lines[3] and lines[3].endswith("\u22121.2 pp / 337 q")
+
+
+@pytest.fixture(scope="module")
+def small_dataset(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 'Other' dataset whose evaluation set holds only Other and Plants and Animals."""
+    from okvqa_k8s.data.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("cli-data") / "ds"
+    prepare_dataset(synth_raw, out, eval_categories=["other", "eight"])
+    return out
+
+
+def _submit_fails(tmp_path: Path, doc: dict, *args: str) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError) as info:
+        run(["submit", str(path), *args, "--workdir", str(tmp_path / "work")])
+    assert not (tmp_path / "work").exists(), "refused before anything ran"
+    return str(info.value)
+
+
+def test_submit_refuses_categories_the_evaluation_set_lacks(small_dataset: Path, tmp_path: Path) -> None:
+    local = {"dataset": {"uri": str(small_dataset)}, "outputUri": str(tmp_path / "out")}
+    message = _submit_fails(tmp_path, local, "--local")  # evaluation.categories: all (the default)
+    assert message.startswith("evaluation.categories: no questions for 'Vehicles and Transportation', ")
+    assert f"in the evaluation set {small_dataset / 'eval'} (split val: Plants and Animals " in message
+    assert len(message.splitlines()) == 1 and "'Plants and Animals'" not in message
+    # the same before staging for a cluster: nothing is uploaded, no FineTune is created
+    to_s3 = {**local, "outputUri": "s3://b/runs/x"}
+    assert _submit_fails(tmp_path, to_s3).startswith("evaluation.categories: no questions for ")
+    # the categories it has are fine as far as the check goes (then --local needs no cluster: not run)
+    from okvqa_k8s.kube.cli import check_evaluation_set
+    from okvqa_k8s.spec import parse_spec
+
+    check_evaluation_set(parse_spec({**local, "evaluation": {"categories": ["other", "Plants and Animals"]}}))
+
+
+def test_submit_refuses_a_missing_evaluation_set_and_mislabelled_categories(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    local = {"dataset": {"uri": str(small_dataset)}, "outputUri": str(tmp_path / "out")}
+    message = _submit_fails(
+        tmp_path, {**local, "evaluation": {"datasetUri": str(tmp_path / "none")}}, "--local"
+    )
+    assert message.startswith(f"evaluation.datasetUri: no evaluation set at {tmp_path / 'none'} ")
+    mislabelled = {
+        "dataset": {"uri": str(small_dataset), "categories": ["other", "ten"]},
+        "outputUri": str(tmp_path / "o"),
+        "evaluation": {"categories": ["other"]},
+    }
+    message = _submit_fails(tmp_path, mislabelled, "--local")
+    assert message.startswith("dataset.categories: Weather and Climate, Other, but ")
+    assert "was prepared with Other;" in message
+    # no evaluation: no evaluation set needed
+    from okvqa_k8s.kube.cli import check_evaluation_set
+    from okvqa_k8s.spec import parse_spec
+
+    off = {**local, "evaluation": {"enabled": False, "datasetUri": str(tmp_path / "none")}}
+    check_evaluation_set(parse_spec(off))

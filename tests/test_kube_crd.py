@@ -142,9 +142,13 @@ def test_crd_shape() -> None:
         "Nodes",
         "Progress",
         "Accuracy",
+        "Untrained-Delta",
         "Endpoint",
         "Age",
     ]
+    # `kubectl get` keeps its columns; the change on the untrained categories shows with -o wide
+    wide = {c["name"]: c.get("priority", 0) for c in version["additionalPrinterColumns"]}
+    assert wide["Untrained-Delta"] == 1 and wide["Accuracy"] == 0
     assert obj["spec"]["scope"] == "Namespaced"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert {
@@ -156,6 +160,7 @@ def test_crd_shape() -> None:
         "modelUri",
         "endpoint",
         "accuracy",
+        "untrainedAccuracy",
     } <= set(status)
 
 

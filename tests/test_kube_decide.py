@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from okvqa_k8s.data.categories import CATEGORIES
 from okvqa_k8s.kube.decide import Create, Delete, Observed, decide, fail
 from okvqa_k8s.kube.pods import TIMESTAMP
 from okvqa_k8s.kube.render import Owner, render_configmap, render_eval_job, render_pytorchjob, render_server
@@ -80,6 +81,15 @@ def pod(
     }
 
 
+def manifest(split: str = "val", **per_category: int) -> dict[str, Any]:
+    """The part of a `data prepare` manifest.json the decision reads: questions per category name."""
+    return {"counts": {split: {"questions": sum(per_category.values()), "per_category": per_category}}}
+
+
+EVERY_CATEGORY = manifest(**{name: 3 for name in CATEGORIES.values()})
+OTHER_DATASET = {"options": {"category_codes": ["other"]}, **manifest(Other=5)}
+
+
 def with_pods(observed: Observed, *pods: dict[str, Any]) -> Observed:
     return replace(observed, pods=pods)
 
@@ -108,6 +118,60 @@ CASES = [
         SPEC,
         None,
         Observed(),
+        "Pending",
+        ["create ConfigMap/run-spec", "create PyTorchJob/run"],
+        ["Pending"],
+    ),
+    Case(
+        "new run with its evaluation set and dataset read",
+        SPEC,
+        None,
+        Observed(eval_set=EVERY_CATEGORY, dataset_manifest=OTHER_DATASET),
+        "Pending",
+        ["create ConfigMap/run-spec", "create PyTorchJob/run"],
+        ["Pending"],
+    ),
+    Case(
+        "a category asked for has no question: fail before any Job",
+        SPEC,
+        None,
+        Observed(eval_set=manifest(Other=5, **{"Plants and Animals": 2})),
+        "Failed",
+        [],
+        ["InvalidEvaluationSet"],
+    ),
+    Case(
+        "the categories asked for are there",
+        {**SPEC, "evaluation": {"categories": ["other", "eight"]}},
+        None,
+        Observed(eval_set=manifest(Other=5, **{"Plants and Animals": 2})),
+        "Pending",
+        ["create ConfigMap/run-spec", "create PyTorchJob/run"],
+        ["Pending"],
+    ),
+    Case(
+        "the evaluation set lacks the evaluation split",
+        SPEC,
+        None,
+        Observed(eval_set=manifest("test", Other=5)),
+        "Failed",
+        [],
+        ["InvalidEvaluationSet"],
+    ),
+    Case(
+        "dataset prepared with other categories than marked trained",
+        {**SPEC, "dataset": {"uri": "s3://b/data", "categories": ["eight"]}},
+        None,
+        Observed(eval_set=EVERY_CATEGORY, dataset_manifest=OTHER_DATASET),
+        "Failed",
+        [],
+        ["InvalidEvaluationSet"],
+    ),
+    Case(
+        "no evaluation, no evaluation set needed",
+        NO_EVAL,
+        None,
+        Observed(eval_set=manifest(Other=5)),
         "Pending",
         ["create ConfigMap/run-spec", "create PyTorchJob/run"],
         ["Pending"],
@@ -348,6 +412,57 @@ def test_success_status_has_accuracy_endpoint_model() -> None:
         "Evaluated": "True",
         "Ready": "True",
     }
+
+
+def test_a_missing_category_is_named_in_the_failure() -> None:
+    observed = Observed(eval_set=manifest(Other=5, **{"Plants and Animals": 2}))
+    spec = {**SPEC, "evaluation": {"categories": ["other", "ten", "Science and Technology"]}}
+    st = decide(OWNER, spec, None, observed, NOW, 1).status
+    assert st["phase"] == "Failed" and st["reason"] == "InvalidEvaluationSet"
+    assert st["message"] == (
+        "evaluation.categories: no questions for 'Science and Technology', 'Weather and Climate' in the "
+        "evaluation set s3://b/data/eval (split val: Plants and Animals 2, Other 5); prepare it with those "
+        "categories (`data prepare --eval-category`) or evaluate only the categories it has"
+    )
+
+
+def _results(overall: float, trained: tuple[float, int], untrained: tuple[float, int]) -> dict[str, Any]:
+    return {
+        "overall": overall,
+        "trained_categories": ["Other"],
+        "groups": {
+            "trained": {"accuracy": trained[0], "count": trained[1], "categories": ["Other"]},
+            "untrained": {
+                "accuracy": untrained[0],
+                "count": untrained[1],
+                "categories": ["Cooking and Food"],
+            },
+        },
+    }
+
+
+def test_status_carries_trained_and_untrained_accuracy() -> None:
+    observed = replace(
+        children(SPEC, job="Succeeded", served=True, evals="Complete"),
+        eval_results={"finetuned": _results(50.0, (65.7, 263), (3.1, 337)),
+                      "base": _results(2.0, (0.0, 263), (4.33, 337))},
+    )  # fmt: skip
+    st = decide(OWNER, SPEC, {"phase": "Evaluating"}, observed, NOW, 3).status
+    # the printer column keeps showing the trained categories' accuracy
+    assert st["accuracy"] == {"finetuned": 65.7, "base": 0.0}
+    assert st["untrainedAccuracy"] == {"finetuned": 3.1, "base": 4.33, "delta": -1.23, "questions": 337}
+    assert st["message"] == (
+        "VQA accuracy: base 0.00%, finetuned 65.70% on the trained categories; "
+        "untrained categories: Δ \u22121.2 pp on 337 questions; serving at http://run-serve.ns.svc:8000"
+    )
+    # without a baseline: the fine-tuned figure alone
+    observed = replace(
+        children(NO_BASE, job="Succeeded", served=True, evals="Complete"),
+        eval_results={"finetuned": _results(50.0, (65.7, 263), (3.1, 337))},
+    )
+    st = decide(OWNER, NO_BASE, {"phase": "Evaluating"}, observed, NOW, 3).status
+    assert st["untrainedAccuracy"] == {"finetuned": 3.1, "questions": 337}
+    assert "untrained categories: 3.10% on 337 questions" in st["message"]
 
 
 def test_progress_and_checkpoint_from_storage() -> None:

@@ -138,3 +138,29 @@ def test_observe_finds_children_by_name_and_lists_every_pod_of_the_run_once() ->
     reader.selectors.clear()
     done = observe(reader, files, Run(owned, SPEC, {"phase": "Succeeded"}))
     assert done.pods == () and done.progress is None and reader.selectors == []
+
+
+def test_observe_reads_the_manifests_only_before_training_starts() -> None:
+    """The evaluation set's and the dataset's manifest.json, read while no PyTorchJob exists: decide
+    refuses a run whose evaluation set lacks a category before creating anything."""
+    spec = parse_spec(SPEC)
+    eval_set = {"counts": {"val": {"per_category": {"Other": 3}}}}
+    dataset = {"options": {"category_codes": ["other"]}}
+    stored = {"s3://b/ds/eval/manifest.json": eval_set, "s3://b/ds/manifest.json": dataset}
+    asked: list[str] = []
+
+    def read(uri: str) -> Any:
+        asked.append(uri)
+        return stored.get(uri)
+
+    files = RunFiles(read_json=read, latest_checkpoint=lambda s: None)
+    seen = observe(Reader({}, {}), files, Run(OWNER, SPEC))
+    assert seen.eval_set == eval_set and seen.dataset_manifest == dataset
+    assert asked == ["s3://b/ds/eval/manifest.json", "s3://b/ds/manifest.json"]
+    running = Reader({("PyTorchJob", "run"): render_pytorchjob(spec, OWNER)}, {})
+    asked.clear()
+    assert observe(running, files, Run(OWNER, SPEC, {"phase": "Training"})).eval_set is None
+    assert asked == ["s3://b/out/progress.json"]
+    off = {**SPEC, "evaluation": {"enabled": False}}
+    asked.clear()
+    assert observe(Reader({}, {}), files, Run(OWNER, off)).eval_set is None and asked == []

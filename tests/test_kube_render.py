@@ -273,8 +273,11 @@ def test_eval_job_scores_both_endpoints_then_uploads() -> None:
     assert cmd[:3] == ["okvqa-k8s", "eval", "run"]
     assert cmd[cmd.index("--endpoint") + 1] == "http://llava-other-serve.ml.svc:8000"
     assert cmd[cmd.index("--compare") + 1] == "http://llava-other-base.ml.svc:8000"
-    assert cmd[cmd.index("--dataset") + 1] == "s3://okvqa/datasets/other"
+    # the evaluation set beside the dataset, every category, the trained one marked
+    assert cmd[cmd.index("--dataset") + 1] == "s3://okvqa/datasets/other/eval"
     assert cmd[cmd.index("--split") + 1] == "val"
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--category"] == ["all"]
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--trained-category"] == ["other"]
     assert cmd[cmd.index("--max-questions") + 1] == "50"
     (upload,) = pod["containers"]
     out = cmd[cmd.index("--out") + 1]
@@ -285,6 +288,20 @@ def test_eval_job_scores_both_endpoints_then_uploads() -> None:
     cmd = render_eval_job(no_base, OWNER)["spec"]["template"]["spec"]["initContainers"][0]["command"]
     assert "--compare" not in cmd
     assert result_uri(no_base, "finetuned") == "s3://okvqa/runs/llava-other/eval/results.json"
+    chosen = parse_spec(
+        {
+            **BASE,
+            "dataset": {"uri": "s3://okvqa/datasets/other", "categories": ["other", "eight"]},
+            "evaluation": {
+                "datasetUri": "s3://okvqa/datasets/val-all",
+                "categories": ["Weather and Climate"],
+            },
+        }
+    )
+    cmd = render_eval_job(chosen, OWNER)["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert cmd[cmd.index("--dataset") + 1] == "s3://okvqa/datasets/val-all"
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--category"] == ["ten"]
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--trained-category"] == ["other", "eight"]
 
 
 def test_children_per_spec() -> None:

@@ -87,10 +87,14 @@ def _pp(value: float) -> str:
 
 
 def group_line(group: str, figures: dict[str, Any]) -> str:
-    """`untrained categories: Δ −1.2 pp on 232 questions` (or that none was evaluated)."""
-    if not figures["count"] or figures["delta"] is None:
+    """`untrained categories: Δ −1.2 pp on 232 questions`; without a base figure, the fine-tuned
+    accuracy instead of the change; or that none was evaluated."""
+    count = figures.get("count")
+    if not count:
         return f"{group} categories: none evaluated"
-    return f"{group} categories: Δ {_pp(figures['delta'])} pp on {figures['count']} questions"
+    if figures.get("delta") is None:
+        return f"{group} categories: {figures['finetuned']:.2f}% on {count} questions"
+    return f"{group} categories: Δ {_pp(figures['delta'])} pp on {count} questions"
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

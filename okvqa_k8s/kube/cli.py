@@ -77,26 +77,93 @@ def _api_call(what: str, fn: Any, *args: Any) -> Any:
         raise UserError(f"{what}: cannot reach the Kubernetes API server ({type(exc).__name__})") from None
 
 
-def _stage_if_local(spec: Any) -> Any:
-    """A cluster cannot read this machine's disk: upload a local dataset beside the outputs first."""
+def _read_manifest(uri: str) -> Any:
+    """A `data prepare` manifest.json under `uri`: the document, None when it cannot be read from here
+    (S3 out of reach or without credentials: the operator reads it again in the cluster), and
+    FileNotFoundError when the store says there is none."""
     from okvqa_k8s import storage
-    from okvqa_k8s.layout import dataset_uri
+    from okvqa_k8s.errors import OkvqaError
+    from okvqa_k8s.layout import PREPARED_MANIFEST
+
+    try:
+        doc = storage.read_json(storage.join(uri, PREPARED_MANIFEST))
+    except FileNotFoundError:
+        raise
+    except (OkvqaError, OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_evaluation_set(spec: Any) -> None:
+    """Before anything is created: the evaluation set exists and has questions in every category
+    evaluation.categories asks for, and dataset.categories says what the dataset was prepared with."""
+    from okvqa_k8s.evaluate.evalset import evaluation_problems
+    from okvqa_k8s.layout import PREPARED_MANIFEST, eval_dataset_uri
+
+    if not spec.evaluation.enabled:
+        return
+    eval_uri = eval_dataset_uri(spec)
+    try:
+        eval_manifest = _read_manifest(eval_uri)
+    except FileNotFoundError:
+        raise UserError(
+            f"evaluation.datasetUri: no evaluation set at {eval_uri} ({PREPARED_MANIFEST} is missing); "
+            "`okvqa-k8s data prepare` writes one to <dataset>/eval and `data stage` uploads it with the "
+            "dataset, or set evaluation.datasetUri to a dataset prepared with the categories to evaluate"
+        ) from None
+    try:
+        train_manifest = _read_manifest(spec.dataset.uri)
+    except FileNotFoundError:
+        train_manifest = None  # training reports a missing dataset itself
+    problems = evaluation_problems(
+        evaluated=spec.evaluated_categories,
+        trained=spec.trained_categories,
+        split=spec.dataset.eval_split,
+        eval_uri=eval_uri,
+        eval_manifest=eval_manifest,
+        train_uri=spec.dataset.uri,
+        train_manifest=train_manifest,
+    )
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+def _stage_if_local(spec: Any) -> Any:
+    """A cluster cannot read this machine's disk: upload a local dataset (its eval/ goes along) and a
+    local evaluation.datasetUri beside the outputs first. The evaluation set is checked before."""
+    from okvqa_k8s import storage
+    from okvqa_k8s.layout import dataset_uri, staged_eval_dataset_uri
     from okvqa_k8s.storage.uri import parse
 
-    if parse(spec.dataset.uri).scheme != "file":
-        return spec
-    if parse(spec.output_uri).scheme != "s3":
+    local = [
+        (field, uri)
+        for field, uri in (
+            ("dataset.uri", spec.dataset.uri),
+            ("evaluation.datasetUri", spec.evaluation.dataset_uri),
+        )
+        if uri and parse(uri).scheme == "file"
+    ]
+    if local and parse(spec.output_uri).scheme != "s3":
         raise UserError(
-            f"dataset.uri {spec.dataset.uri!r} and outputUri {spec.output_uri!r} are local paths, which pods "
+            f"{local[0][0]} {local[0][1]!r} and outputUri {spec.output_uri!r} are local paths, which pods "
             "cannot read: use s3:// URIs, or run on this machine with `okvqa-k8s submit --local`"
         )
-    if not Path(spec.dataset.uri).is_dir():
-        raise UserError(f"dataset.uri: {spec.dataset.uri} is not a directory")
-    target = dataset_uri(spec)
-    click.echo(f"staging {spec.dataset.uri} → {target}", err=True)
-    storage.stage_dataset(spec.dataset.uri, target, verify=True)
+    for field, uri in local:
+        if not Path(uri).is_dir():
+            raise UserError(f"{field}: {uri} is not a directory")
+    check_evaluation_set(spec)
+    if not local:
+        return spec
     doc = spec.to_wire()
-    doc["dataset"]["uri"] = target
+    for field, uri in local:
+        if field == "dataset.uri":
+            target = dataset_uri(spec)
+            doc["dataset"]["uri"] = target
+        else:
+            target = staged_eval_dataset_uri(spec)
+            doc["evaluation"]["datasetUri"] = target
+        click.echo(f"staging {uri} → {target}", err=True)
+        storage.stage_dataset(uri, target, verify=True)
     from okvqa_k8s.spec import parse_spec
 
     return parse_spec(doc)
@@ -146,6 +213,7 @@ def submit(
     if local:
         from okvqa_k8s.kube.backends.local import run_local
 
+        check_evaluation_set(spec)
         _report(run, run_local(spec, run, workdir, keep_serving=keep_serving, echo=click.echo))
         return
     ns = _namespace(namespace)
@@ -207,9 +275,21 @@ def _age(timestamp: str | None) -> str:
     return f"{seconds}s"
 
 
+def _untrained_cell(untrained: dict[str, Any]) -> str:
+    """`−1.2 pp / 337 q` (the change on the categories not trained on), or the fine-tuned figure alone."""
+    if not untrained.get("questions"):
+        return ""
+    if isinstance(untrained.get("delta"), int | float):
+        figure = f"{untrained['delta']:+.1f}".replace("-", "\u2212") + " pp"
+    else:
+        figure = f"{untrained.get('finetuned', 0.0):.2f}%"
+    return f"{figure} / {untrained['questions']} q"
+
+
 def status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
-    """Table rows of FineTunes, like the CRD's printer columns plus the before → after accuracy."""
-    rows = [["NAME", "PHASE", "NODES", "PROGRESS", "ACCURACY", "ENDPOINT", "AGE"]]
+    """Table rows of FineTunes, like the CRD's printer columns plus the before → after accuracy (on the
+    categories trained on) and its change on the categories not trained on."""
+    rows = [["NAME", "PHASE", "NODES", "PROGRESS", "ACCURACY", "UNTRAINED", "ENDPOINT", "AGE"]]
     for item in items:
         st = item.get("status") or {}
         acc = st.get("accuracy") or {}
@@ -221,6 +301,7 @@ def status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
                 str((item.get("spec") or {}).get("nodes", "")),
                 st.get("progress", ""),
                 accuracy,
+                _untrained_cell(st.get("untrainedAccuracy") or {}),
                 st.get("endpoint", ""),
                 _age(item["metadata"].get("creationTimestamp")),
             ]

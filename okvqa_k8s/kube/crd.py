@@ -24,7 +24,19 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Nodes", "type": "integer", "jsonPath": ".spec.nodes"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-    {"name": "Accuracy", "type": "number", "jsonPath": ".status.accuracy.finetuned"},
+    {
+        "name": "Accuracy",
+        "type": "number",
+        "description": "Fine-tuned VQA accuracy (%) on the categories trained on.",
+        "jsonPath": ".status.accuracy.finetuned",
+    },
+    {
+        "name": "Untrained-Delta",
+        "type": "number",
+        "description": "Change of VQA accuracy (percentage points) on the categories not trained on.",
+        "jsonPath": ".status.untrainedAccuracy.delta",
+        "priority": 1,
+    },
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

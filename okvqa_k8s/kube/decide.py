@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.evaluate.evalset import evaluation_problems
+from okvqa_k8s.evaluate.report import group_line
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.pods import image_pull_failure
 from okvqa_k8s.kube.render import (
@@ -34,7 +36,7 @@ from okvqa_k8s.kube.render import (
     variants,
 )
 from okvqa_k8s.kube.states import ACTIVE, TERMINAL, Condition, EventType, Phase, Reason
-from okvqa_k8s.layout import model_uri, result_uri
+from okvqa_k8s.layout import eval_dataset_uri, model_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
 
 
@@ -44,7 +46,9 @@ class Observed:
     read from the run's storage.
 
     `eval_results` holds results.json per variant, read only once the evaluation Job has completed, so
-    a stale result left in storage by an earlier run can never finish this one.
+    a stale result left in storage by an earlier run can never finish this one. `eval_set` and
+    `dataset_manifest` are the `data prepare` manifests of the evaluation set and of the training set,
+    read only before the PyTorchJob exists (None: not read, or not readable from here).
     """
 
     configmap: dict[str, Any] | None = None
@@ -56,6 +60,8 @@ class Observed:
     progress: dict[str, Any] | None = None
     checkpoint_uri: str | None = None
     eval_results: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    eval_set: Mapping[str, Any] | None = None
+    dataset_manifest: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,8 @@ def decide(
         if old.get("phase") in ACTIVE and old.get("jobName"):
             msg = f"PyTorchJob {st['jobName']} disappeared; delete and resubmit the FineTune to train again"
             return _finish(old, fail(st, Reason.JOB_DELETED, msg, now, generation))
+        if problems := _evaluation_set_problems(accepted, observed):
+            return _finish(old, fail(st, Reason.INVALID_EVALUATION_SET, "; ".join(problems), now, generation))
         decision.actions.append(Create(render_pytorchjob(accepted, owner)))
         _phase(
             st, Phase.PENDING, Reason.JOB_CREATED, f"created PyTorchJob {st['jobName']}; waiting for its pods"
@@ -236,6 +244,22 @@ def decide(
         return _finish(old, decision)
     _serve_and_evaluate(decision, owner, accepted, observed, now, generation)
     return _finish(old, decision)
+
+
+def _evaluation_set_problems(spec: FineTuneSpec, observed: Observed) -> list[str]:
+    """What keeps the evaluation from scoring what the spec asks, from the manifests observed: found
+    before training starts rather than in a failed evaluation Job hours later."""
+    if not spec.evaluation.enabled:
+        return []
+    return evaluation_problems(
+        evaluated=spec.evaluated_categories,
+        trained=spec.trained_categories,
+        split=spec.dataset.eval_split,
+        eval_uri=eval_dataset_uri(spec),
+        eval_manifest=observed.eval_set,
+        train_uri=spec.dataset.uri,
+        train_manifest=observed.dataset_manifest,
+    )
 
 
 def _spec_condition(
@@ -332,27 +356,52 @@ def _serve_and_evaluate(
     if not condition_true(job, "Complete"):
         _phase(st, Phase.EVALUATING, Reason.EVALUATING, f"waiting for Job {job_name}")
         return
-    accuracy = {}
+    results = {}
     for variant in wanted:
         result = observed.eval_results.get(variant) or {}
         if not isinstance(result.get("overall"), int | float):
             msg = f"Job {job_name} completed but {result_uri(spec, variant)} has no 'overall' accuracy"
             _absorb(decision, fail(st, Reason.EVALUATION_FAILED, msg, now, generation))
             return
-        accuracy[variant] = round(float(result["overall"]), 2)
-    st["accuracy"] = accuracy
+        results[variant] = result
+    st["accuracy"] = {variant: _group_accuracy(result, "trained") for variant, result in results.items()}
+    summary = ", ".join(f"{k} {v:.2f}%" for k, v in sorted(st["accuracy"].items()))
+    untrained = _untrained(results)
+    if untrained:
+        st["untrainedAccuracy"] = untrained
+        line = group_line("untrained", {**untrained, "count": untrained["questions"]})
+        summary += f" on the trained categories; {line}"
     if "base" in wanted:
         # The base model was only needed for the "before" score: give its GPU back.
         decision.actions += [
             Delete("apps/v1", "Deployment", names.server_name(owner.name, "base")),
             Delete("v1", "Service", names.server_name(owner.name, "base")),
         ]
-    summary = ", ".join(f"{k} {v:.2f}%" for k, v in sorted(accuracy.items()))
     _phase(st, Phase.SUCCEEDED, Reason.EVALUATED, f"VQA accuracy: {summary}; serving at {st['endpoint']}")
     set_condition(st, Condition.EVALUATED, True, Reason.COMPLETE, summary, now, generation)
     set_condition(
         st, Condition.READY, True, Reason.EVALUATED, "trained, evaluated and serving", now, generation
     )
+
+
+def _group_accuracy(result: Mapping[str, Any], group: str) -> float:
+    """A result's accuracy on the trained categories (the printer column); its overall accuracy when it
+    marks no trained category or none of them was evaluated."""
+    figures = (result.get("groups") or {}).get(group) or {}
+    value = figures.get("accuracy") if figures.get("count") else None
+    return round(float(value if isinstance(value, int | float) else result["overall"]), 2)
+
+
+def _untrained(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """`status.untrainedAccuracy`: each model's accuracy on the evaluated categories not trained on,
+    pooled over their questions, the change in percentage points and how many questions it rests on."""
+    groups = {k: (r.get("groups") or {}).get("untrained") or {} for k, r in results.items()}
+    if not all(g.get("count") and isinstance(g.get("accuracy"), int | float) for g in groups.values()):
+        return None
+    out: dict[str, Any] = {k: round(float(g["accuracy"]), 2) for k, g in groups.items()}
+    out["questions"] = int(groups["finetuned"]["count"])
+    out["delta"] = round(out["finetuned"] - out["base"], 2) if "base" in out else None
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _absorb(decision: Decision, failure: Decision) -> None:

@@ -18,8 +18,16 @@ from okvqa_k8s.kube.cluster import Run
 from okvqa_k8s.kube.decide import Observed, accepted_spec, condition_true
 from okvqa_k8s.kube.render import VARIANTS, Owner, variants
 from okvqa_k8s.kube.states import TERMINAL
-from okvqa_k8s.layout import checkpoints_uri, node_markers, progress_uri, result_uri
+from okvqa_k8s.layout import (
+    PREPARED_MANIFEST,
+    checkpoints_uri,
+    eval_dataset_uri,
+    node_markers,
+    progress_uri,
+    result_uri,
+)
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
+from okvqa_k8s.storage.uri import join
 
 log = logging.getLogger("okvqa.observe")
 
@@ -90,6 +98,10 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
     if spec is None:
         return children
     progress = files.read_json(progress_uri(spec)) if job else None
+    eval_set = dataset_manifest = None
+    if job is None and spec.evaluation.enabled:  # checked once, before training starts
+        eval_set = files.read_json(join(eval_dataset_uri(spec), PREPARED_MANIFEST))
+        dataset_manifest = files.read_json(join(spec.dataset.uri, PREPARED_MANIFEST))
     results = {}
     if eval_job is not None and condition_true(eval_job, "Complete"):
         results = {variant: files.read_json(result_uri(spec, variant)) for variant in variants(spec)}
@@ -103,6 +115,8 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
         progress=progress if isinstance(progress, dict) else None,
         checkpoint_uri=files.latest_checkpoint(spec) if job else None,
         eval_results={k: v for k, v in results.items() if isinstance(v, dict)},
+        eval_set=eval_set if isinstance(eval_set, dict) else None,
+        dataset_manifest=dataset_manifest if isinstance(dataset_manifest, dict) else None,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from okvqa_k8s.kube import names
-from okvqa_k8s.layout import eval_uri, model_uri
+from okvqa_k8s.layout import eval_dataset_uri, eval_uri, model_uri
 from okvqa_k8s.spec import FineTuneSpec, ResourcesSpec
 
 Variant = Literal["finetuned", "base"]
@@ -347,7 +347,8 @@ def render_server(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetune
 def eval_command(
     spec: FineTuneSpec, endpoint: str, out_dir: str, base_endpoint: str | None = None
 ) -> list[str]:
-    """The evaluation CLI call, shared by the in-cluster Job and the local executor."""
+    """The evaluation CLI call, shared by the in-cluster Job and the local executor: the evaluation
+    set's split, the categories asked for, and the categories trained on marked in the report."""
     cmd = [
         "okvqa-k8s",
         "eval",
@@ -355,9 +356,11 @@ def eval_command(
         "--endpoint",
         endpoint,
         "--dataset",
-        spec.dataset.uri,
+        eval_dataset_uri(spec),
         "--split",
         spec.dataset.eval_split,
+        *(arg for code in spec.evaluation.categories for arg in ("--category", code)),
+        *(arg for code in spec.dataset.categories for arg in ("--trained-category", code)),
         "--out",
         out_dir,
         "--concurrency",

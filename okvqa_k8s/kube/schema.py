@@ -160,8 +160,21 @@ def status_openapi_schema() -> dict[str, Any]:
             "endpoint": {**text, "description": "OpenAI-compatible base URL of the served model."},
             "accuracy": {
                 "type": "object",
-                "description": "VQA accuracy (percent) on the evaluation split, before and after.",
+                "description": "VQA accuracy (percent) before and after on the categories trained on "
+                "(dataset.categories), pooled over their questions; every evaluated question when none "
+                "of them was evaluated.",
                 "properties": {"base": {"type": "number"}, "finetuned": {"type": "number"}},
+            },
+            "untrainedAccuracy": {
+                "type": "object",
+                "description": "VQA accuracy (percent) before and after on the evaluated categories not "
+                "trained on, pooled over their questions: what fine-tuning did to them.",
+                "properties": {
+                    "base": {"type": "number"},
+                    "finetuned": {"type": "number"},
+                    "delta": {"type": "number", "description": "finetuned - base, percentage points."},
+                    "questions": {"type": "integer", "description": "Questions behind the figures."},
+                },
             },
             "conditions": {
                 "type": "array",

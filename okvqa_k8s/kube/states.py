@@ -37,6 +37,7 @@ class Reason(StrEnum):
     EVALUATED = "Evaluated"
     # why it failed
     INVALID_SPEC = "InvalidSpec"
+    INVALID_EVALUATION_SET = "InvalidEvaluationSet"
     JOB_DELETED = "JobDeleted"
     TRAINING_FAILED = "TrainingFailed"
     IMAGE_PULL_FAILED = "ImagePullFailed"
