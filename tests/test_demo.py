@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from okvqa_k8s.data.categories import CATEGORIES
 from tests.conftest import REPO
 
 
@@ -27,8 +29,26 @@ def test_demo_trains_serves_and_reports_a_gain(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     base, tuned = report["base"], report["finetuned"]
     assert base["count"] == tuned["count"] > 0
-    assert set(tuned["per_category"]) == {"Other"}
+    # Trained on Other, evaluated on all eleven categories of the evaluation set `data prepare` wrote,
+    # with the question counts of its files.
+    evalset = tmp_path / "demo" / "dataset" / "eval"
+    annotations = json.loads((evalset / "val_annotations.json").read_text())["annotations"]
+    in_files = Counter(CATEGORIES[a["question_type"]] for a in annotations)
+    manifest = json.loads((evalset / "manifest.json").read_text())
+    assert len(in_files) == 11 and manifest["counts"]["val"]["per_category"] == dict(in_files)
+    for result in (base, tuned):
+        assert {name: c["count"] for name, c in result["per_category"].items()} == dict(in_files)
+        assert result["count"] == len(annotations)
+    assert report["trained_categories"] == ["Other"]
+    trained, untrained = report["groups"]["trained"], report["groups"]["untrained"]
+    assert trained["count"] == in_files["Other"] and trained["categories"] == ["Other"]
+    assert untrained["count"] == len(annotations) - in_files["Other"] and len(untrained["categories"]) == 10
     # The untrained tiny model answers nothing right; 10 epochs on 130 questions already teach colours.
-    assert tuned["overall"] >= base["overall"] + 20.0, (base["overall"], tuned["overall"])
-    assert (Path(report["report_dir"]) / "changed.html").is_file()
-    assert "| **overall** |" in proc.stdout
+    assert trained["finetuned"] >= trained["base"] + 20.0, trained
+    # Both lines in the before/after table the demo prints.
+    assert report["summary"]["trained"].startswith("trained categories: Δ +")
+    assert report["summary"]["untrained"].endswith(f" pp on {untrained['count']} questions")
+    assert report["summary"]["trained"] in proc.stdout and report["summary"]["untrained"] in proc.stdout
+    assert "| Other | ✓ | " in proc.stdout and "| **overall** |" in proc.stdout
+    html = (Path(report["report_dir"]) / "changed.html").read_text()
+    assert all(f"<h2>{name}" in html for name in CATEGORIES.values())

@@ -30,7 +30,8 @@ EXAMPLE = "examples/tiny-cpu.yaml"
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Extra spec overrides.")
 def demo(spec_file: Path | None, workdir: Path, size: int, overrides: tuple[str, ...]) -> None:
-    """Fine-tune a tiny LLaVA on synthetic OK-VQA "Other" locally and show accuracy before/after."""
+    """Fine-tune a tiny LLaVA on synthetic OK-VQA "Other" locally and show accuracy before/after on
+    every category: the one trained on, and what that did to the ten others."""
     from okvqa_k8s.demo.pipeline import run_demo
 
     # The example ships inside the package, so an installed okvqa-k8s runs the demo from anywhere.

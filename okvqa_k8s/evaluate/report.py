@@ -190,7 +190,7 @@ def bar_chart_png(cmp: dict[str, Any]) -> bytes:
         ]
 
     def label(name: str) -> str:
-        short = name if len(name) <= 18 else name[:16] + "…"
+        short = name if len(name) <= 20 else name[:18] + "…"
         return short + " *" if name in trained else short
 
     fig, ax = plt.subplots(figsize=(min(14.0, max(5.0, 0.8 * len(names) + 2)), 4.5), dpi=100)
