@@ -233,6 +233,8 @@ def test_inference_builtin_pulls_merged_model_and_probes() -> None:
     assert server["command"] == ["okvqa-k8s", "serve"] and server["args"][:2] == ["--model", MODEL_DIR]
     # The model is named after the run, as vLLM serves it (clients send that name either way).
     assert server["args"][server["args"].index("--served-model-name") + 1] == "llava-other"
+    (base,) = render_server(spec, OWNER, "base")[0]["spec"]["template"]["spec"]["containers"]
+    assert base["args"][base["args"].index("--served-model-name") + 1] == "llava-other-base"
     assert server["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1

@@ -242,7 +242,12 @@ def endpoint_url(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetuned
     return f"http://{names.server_name(owner.name, variant)}.{owner.namespace}.svc:{spec.inference.port}"
 
 
-def _server_container(spec: FineTuneSpec, owner: Owner, model: str) -> dict[str, Any]:
+def served_model_name(owner: Owner, variant: Variant) -> str:
+    """The name clients send: the run's for its fine-tuned model, `<run>-base` for the untouched one."""
+    return owner.name if variant == "finetuned" else f"{owner.name}-base"
+
+
+def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name: str) -> dict[str, Any]:
     port = spec.inference.port
     env: list[dict[str, Any]] = [
         {"name": "HOME", "value": "/tmp"},
@@ -257,7 +262,7 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str) -> dict[str,
             "--model",
             model,
             "--served-model-name",
-            owner.name,
+            served_name,
             "--host",
             "0.0.0.0",
             "--port",
@@ -270,8 +275,9 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str) -> dict[str,
     else:
         image = spec.inference.image or spec.image
         command = ["okvqa-k8s", "serve"]
-        # Served under the run's name, as vLLM is above: clients address the model the same either way.
-        args = ["--model", model, "--served-model-name", owner.name, "--host", "0.0.0.0", "--port", str(port)]
+        # Named as vLLM's above: clients address the model the same with either engine.
+        args = ["--model", model, "--served-model-name", served_name]
+        args += ["--host", "0.0.0.0", "--port", str(port)]
     probe = {"httpGet": {"path": "/v1/models", "port": "http"}}
     container: dict[str, Any] = {
         "name": "server",
@@ -302,7 +308,7 @@ def render_server(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetune
     pod_spec: dict[str, Any] = {
         "securityContext": dict(POD_SECURITY),
         "enableServiceLinks": False,
-        "containers": [_server_container(spec, owner, model)],
+        "containers": [_server_container(spec, owner, model, served_model_name(owner, variant))],
         "volumes": [{"name": "models", "emptyDir": {}}, _shm(spec.shm_size)],
         **_scheduling(spec),
     }
