@@ -180,3 +180,24 @@ def test_build_progress_names_each_dockerfile_step() -> None:
     step = images._STEP.match("#13 [build  7/12] RUN --mount=type=secret,id=extra-ca okvqa-pip-install\n")
     assert step is not None and step.groups()[:3] == ("build", "7", "12")
     assert images._STEP.match("#13 DONE 139.0s") is None
+
+
+def test_an_image_is_rebuilt_exactly_when_its_context_changes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "images").mkdir(parents=True)
+    (repo / "okvqa_k8s" / "__pycache__").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / ".dockerignore").write_text("*\n!pyproject.toml\n!okvqa_k8s/\n")
+    (repo / "images" / "operator.Dockerfile").write_text("FROM x\n")
+    (repo / "pyproject.toml").write_text("[project]\n")
+    (repo / "okvqa_k8s" / "cli.py").write_text("print(1)\n")
+    image = images.DockerfileImage("operator", "operator.Dockerfile", {"PYTHON_IMAGE": "base"})
+    first = images.context_digest(repo, image)
+
+    (repo / "tests" / "test_x.py").write_text("outside the context")
+    (repo / "okvqa_k8s" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"compiled")
+    assert images.context_digest(repo, image) == first
+    (repo / "okvqa_k8s" / "cli.py").write_text("print(2)\n")
+    assert images.context_digest(repo, image) != first
+    other_args = images.DockerfileImage("operator", "operator.Dockerfile", {"PYTHON_IMAGE": "other"})
+    assert images.context_digest(repo, other_args) != images.context_digest(repo, image)
