@@ -108,6 +108,7 @@ def test_host_state_diff_names_every_leftover() -> None:
         mounts=["/", "/proc", "/run/containerd/x"],
         paths={"/var/lib/kubelet": True, "/etc/cni": True},
         cgroups=["/sys/fs/cgroup/memory/kubepods"],
+        processes=["4242 containerd-shim-runc-v2"],
     )
     assert before.diff(after) == [
         "sysctl kernel/panic: 0 → 10",
@@ -116,6 +117,7 @@ def test_host_state_diff_names_every_leftover() -> None:
         "mount left: /run/containerd/x",
         "path left: /var/lib/kubelet",
         "cgroup left: /sys/fs/cgroup/memory/kubepods",
+        "process left: 4242 containerd-shim-runc-v2",
     ]
 
 

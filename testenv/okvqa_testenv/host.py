@@ -93,6 +93,31 @@ def cgroup_dirs(name: str) -> list[Path]:
     return [path / name for path in root.iterdir() if (path / name).is_dir()] if root.is_dir() else []
 
 
+# What a node runs: its daemons (from `make testenv`) and each container's shim and runtime.
+NODE_PROGRAMS = (
+    "containerd",
+    "containerd-shim-runc-v2",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "buildkitd",
+    "runc",
+    "pause",
+)
+
+
+def node_processes() -> list[str]:
+    """`pid name` of every running process named like a node program (a leftover after a stop)."""
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        with contextlib.suppress(OSError):
+            # The executable's name: /proc/PID/comm cuts names at 15 characters.
+            name = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            if name in NODE_PROGRAMS:
+                found.append(f"{pid} {name}")
+    return sorted(found)
+
+
 @dataclass
 class HostState:
     """The parts of the machine a node may change."""
@@ -103,6 +128,7 @@ class HostState:
     mounts: list[str] = field(default_factory=list)
     paths: dict[str, bool] = field(default_factory=dict)
     cgroups: list[str] = field(default_factory=list)
+    processes: list[str] = field(default_factory=list)
 
     @classmethod
     def capture(cls) -> HostState:
@@ -113,6 +139,7 @@ class HostState:
             mounts=mounts(),
             paths={path: os.path.lexists(path) for path in FIXED_PATHS},
             cgroups=sorted(str(p) for p in cgroup_dirs("kubepods") + cgroup_dirs("buildkit")),
+            processes=node_processes(),
         )
 
     def restore(self) -> None:
@@ -153,4 +180,5 @@ class HostState:
             if not existed and after.paths.get(path)
         ]
         problems += [f"cgroup left: {path}" for path in after.cgroups if path not in self.cgroups]
+        problems += [f"process left: {p}" for p in after.processes if p not in self.processes]
         return problems
