@@ -116,6 +116,7 @@ def test_a_restricted_pod_reaches_a_service_by_name_and_its_log_is_served(api: c
     core = client.CoreV1Api(api)
     server = _pod("web", BASE, ["python", "-m", "http.server", "8080", "--directory", "/etc"])
     server["spec"]["containers"][0]["ports"] = [{"containerPort": 8080, "name": "http"}]
+    server["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 1}
     core.create_namespaced_pod(ns, server)
     core.create_namespaced_service(
         ns,
@@ -126,11 +127,32 @@ def test_a_restricted_pod_reaches_a_service_by_name_and_its_log_is_served(api: c
             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
         },
     )
+    # A Service without a ready endpoint rejects (EHOSTUNREACH): the probe starts once the server is ready,
+    # and retries while kube-proxy writes the endpoint's rule (its sync is asynchronous, CI saw the race).
+    discovery = client.DiscoveryV1Api(api)
+    wait_for(
+        "a ready endpoint of the web Service",
+        lambda: any(
+            endpoint.conditions.ready
+            for piece in discovery.list_namespaced_endpoint_slice(
+                ns, label_selector="kubernetes.io/service-name=web"
+            ).items
+            for endpoint in piece.endpoints or []
+        ),
+        timeout=120,
+    )
     # Service name → CoreDNS → ClusterIP → kube-proxy → the other pod; and the API through `kubernetes`.
     probe = (
-        "import urllib.request, socket, ssl; "
-        f"print('web:', urllib.request.urlopen('http://web.{ns}.svc.cluster.local/os-release', timeout=10)"
-        ".read().decode().splitlines()[0]); "
+        "import urllib.request, socket, time\n"
+        "for attempt in range(30):\n"
+        "    try:\n"
+        f"        page = urllib.request.urlopen('http://web.{ns}.svc.cluster.local/os-release', timeout=10)\n"
+        "        break\n"
+        "    except OSError as error:\n"
+        "        print('retry:', error); time.sleep(1)\n"
+        "else:\n"
+        "    raise SystemExit('the web Service never answered')\n"
+        "print('web:', page.read().decode().splitlines()[0])\n"
         "print('api:', socket.create_connection(('kubernetes.default.svc', 443), timeout=10).getpeername())"
     )
     client_pod = _pod("probe", BASE, ["python", "-c", probe], restartPolicy="Never")

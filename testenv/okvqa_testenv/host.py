@@ -43,6 +43,8 @@ FIXED_PATHS = (
     "/opt/cni",
 )
 IPTABLES_TABLES = ("filter", "nat", "mangle")
+# Where the kubelet (cgroupfs driver) and BuildKit's RUN steps put their cgroups.
+CGROUPS = ("kubepods", "buildkit")
 IPTABLES_COMMANDS = ("iptables", "ip6tables")
 
 
@@ -93,6 +95,14 @@ def cgroup_dirs(name: str) -> list[Path]:
     return [path / name for path in root.iterdir() if (path / name).is_dir()] if root.is_dir() else []
 
 
+def cgroup_tree(name: str) -> list[Path]:
+    """Every cgroup under each hierarchy's `name` directory, deepest first."""
+    found: list[Path] = []
+    for top in cgroup_dirs(name):
+        found += [Path(dirpath) for dirpath, _, _ in os.walk(top)]
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
 # What a node runs: its daemons (from `make testenv`) and each container's shim and runtime.
 NODE_PROGRAMS = (
     "containerd",
@@ -138,14 +148,14 @@ class HostState:
             links=links(),
             mounts=mounts(),
             paths={path: os.path.lexists(path) for path in FIXED_PATHS},
-            cgroups=sorted(str(p) for p in cgroup_dirs("kubepods") + cgroup_dirs("buildkit")),
+            cgroups=sorted(str(p) for name in CGROUPS for p in cgroup_dirs(name)),
             processes=node_processes(),
         )
 
     def restore(self) -> None:
         """Put back the tunables, drop the Kubernetes/CNI iptables rules and chains added since (the
         kubelet makes KUBE-FIREWALL whatever its configuration says, and kube-proxy's `--cleanup` leaves
-        it), and remove the fixed paths that did not exist before."""
+        it), and remove the fixed paths and cgroups that did not exist before."""
         for name, value in self.sysctls.items():
             if value is not None and read_sysctl(name) != value:
                 write_sysctl(name, value)
@@ -160,6 +170,11 @@ class HostState:
         for path, existed in self.paths.items():
             if not existed and os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)
+        for name in CGROUPS:  # emptied by then: their processes were stopped
+            for group in cgroup_tree(name):
+                if not any(str(group).startswith(kept) for kept in self.cgroups):
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
 
     def diff(self, after: HostState) -> list[str]:
         """What `after` has that this state had not (or lacks), one line each; empty when equal."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from okvqa_testenv import host
 from okvqa_testenv.paths import testenv_dir
 from okvqa_testenv.processes import Component, ControlPlaneError, wait_until
 
@@ -456,6 +457,8 @@ def build_images(
     version = project_version(repo)
     timings: dict[str, float] = {}
     with node_lock(), tempfile.TemporaryDirectory(prefix="okvqa-images-") as work:
+        # BuildKit's RUN steps are containers too: their shims, cgroups and /run/containerd go afterwards.
+        before = host.HostState.capture()
         state = Path(work)
         containerd = Containerd(binaries, state / "containerd", state / "net.d")
         containerd.start(state / "containerd.log")
@@ -522,6 +525,9 @@ def build_images(
             containerd.remove_containers()
             if containerd.component is not None:
                 containerd.component.stop()
+            before.restore()
+            for problem in before.diff(host.HostState.capture()):
+                echo(f"[images] warning: not put back: {problem}")
     return timings
 
 

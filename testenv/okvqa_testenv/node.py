@@ -483,8 +483,6 @@ class RealNode:
             _run(str(self.binaries / "kube-proxy"), f"--config={self.proxy_config}", "--cleanup", check=False)
         self.components.clear()
         _unmount_under(self.dir, Path("/run/containerd"), Path("/var/lib/kubelet"), node_cache_dir())
-        _remove_cgroups("kubepods")
-        _remove_cgroups("buildkit")
         self.network.delete()
         problems: list[str] = []
         if self.before is not None:
@@ -537,19 +535,11 @@ def _corefile(kubeconfig: Path, health_port: int, ready_port: int) -> str:
 """
 
 
-def _cgroup_tree(name: str) -> list[Path]:
-    """Every cgroup under each hierarchy's `name` directory, deepest first."""
-    found: list[Path] = []
-    for top in host.cgroup_dirs(name):
-        found += [Path(dirpath) for dirpath, _, _ in os.walk(top)]
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
-
-
 def _kill_cgroups(name: str) -> None:
     """SIGKILL every process of the pods' cgroups (containers, their children), then wait for them."""
     for _ in range(50):
         pids = set()
-        for group in _cgroup_tree(name):
+        for group in host.cgroup_tree(name):
             with contextlib.suppress(OSError):
                 pids |= {int(p) for p in (group / "cgroup.procs").read_text().split()}
         if not pids:
@@ -558,12 +548,6 @@ def _kill_cgroups(name: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
-
-
-def _remove_cgroups(name: str) -> None:
-    for group in _cgroup_tree(name):
-        with contextlib.suppress(OSError):
-            group.rmdir()
 
 
 def _kill_shims(binary: Path) -> None:
