@@ -145,3 +145,12 @@ def test_results_scored_with_different_metrics_are_not_compared(tmp_path: Path) 
     with pytest.raises(UserError, match=r"different metrics \(vqaeval-2017 vs official\)"):
         write_compare_report(base, ft, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_result_with_an_unknown_metric_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({**_result(10.0, {"Other": (10.0, 4)}, "b"), "metric": "vqa"}))
+    with pytest.raises(
+        UserError, match=r"results.json: unknown metric 'vqa' \(expected one of official, vqaeval"
+    ):
+        write_compare_report(bad, bad, tmp_path / "out")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.evaluate.metric import Metric, result_metric
+from okvqa_k8s.evaluate.metric import METRICS, Metric, result_metric
 from okvqa_k8s.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 MAX_EXAMPLES = 300  # per category on the changed-answers page
@@ -42,6 +42,8 @@ def load_result(path: Path) -> tuple[dict[str, Any], Path]:
     if not isinstance(result, dict) or not {"overall", "per_category", "count"} <= result.keys():
         raise UserError(f"{file}: not an eval result (needs overall, per_category and count)")
     result["metric"] = result_metric(result)
+    if result["metric"] not in METRICS:
+        raise UserError(f"{file}: unknown metric {result['metric']!r} (expected one of {', '.join(METRICS)})")
     return result, file.parent
 
 
@@ -63,7 +65,7 @@ def compare_results(base: dict[str, Any], finetuned: dict[str, Any]) -> dict[str
         return None if cat is None else cat["accuracy"]
 
     cmp: dict[str, Any] = {
-        "metric": finetuned.get("metric"),
+        "metric": result_metric(finetuned),
         "base": base,
         "finetuned": finetuned,
         "delta": {
@@ -126,7 +128,7 @@ def compare_markdown(cmp: dict[str, Any]) -> str:
     head = f"split: {ft.get('split', '?')}"
     if marked:
         head += f" · trained on: {', '.join(trained)}"
-    head += f" · metric: {cmp.get('metric') or '?'}"
+    head += f" · metric: {cmp['metric']}"
     lines = [
         "# VQA accuracy before/after fine-tuning",
         "",

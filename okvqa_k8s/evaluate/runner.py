@@ -21,7 +21,7 @@ from typing import Any
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.client import ChatClient
-from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, Metric
+from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, Metric, result_metric
 from okvqa_k8s.fsutil import atomic_write_json, atomic_write_text
 from okvqa_k8s.progress import bar
 
@@ -157,7 +157,7 @@ def results_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# VQA accuracy: {result.get('model', '?')} ({result.get('split', '?')})",
         "",
-        f"metric: {result.get('metric', '?')}",
+        f"metric: {result_metric(result)}",
         "",
         "| category | accuracy (%) | questions |",
         "|---|---:|---:|",
