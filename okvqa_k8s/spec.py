@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from okvqa_k8s.data.categories import category_codes
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, Metric
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 Quantity = Annotated[str, Field(pattern=QUANTITY)]
@@ -195,6 +196,11 @@ class EvaluationSpec(_Model):
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     baseline: bool = Field(
         True, description="Also serve and score the base checkpoint, for the before/after comparison."
+    )
+    metric: Metric = Field(
+        DEFAULT_METRIC,
+        description="VQA accuracy version: official (GT-Vision-Lab/VQA vqaEval.py as it is now, a013f00) "
+        "or vqaeval-2017 (the older copy many published OK-VQA numbers used).",
     )
 
     _spellings = field_validator("categories", mode="before")(_category_codes)

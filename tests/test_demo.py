@@ -50,5 +50,8 @@ def test_demo_trains_serves_and_reports_a_gain(tmp_path: Path) -> None:
     assert report["summary"]["untrained"].endswith(f" pp on {untrained['count']} questions")
     assert report["summary"]["trained"] in proc.stdout and report["summary"]["untrained"] in proc.stdout
     assert "| Other | ✓ | " in proc.stdout and "| **overall** |" in proc.stdout
+    # the figures name the metric that produced them: the current official one, by default
+    assert report["metric"] == base["metric"] == tuned["metric"] == "official"
+    assert "(metric official, percent)" in proc.stdout and "· metric: official" in proc.stdout
     html = (Path(report["report_dir"]) / "changed.html").read_text()
     assert all(f"<h2>{name}" in html for name in CATEGORIES.values())

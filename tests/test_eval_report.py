@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from okvqa_k8s.data.okvqa import Question
+from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.report import (
     bar_chart_png,
     changed_examples,
     changed_html,
     compare_markdown,
     compare_results,
+    write_compare_report,
 )
 
 
@@ -24,6 +28,7 @@ def _result(overall: float, cats: dict[str, tuple[float, int]], model: str) -> d
         "per_category": {k: {"accuracy": a, "count": n} for k, (a, n) in cats.items()},
         "model": model,
         "split": "val",
+        "metric": "official",
     }
 
 
@@ -37,12 +42,22 @@ def test_deltas_are_percentage_points_finetuned_minus_base() -> None:
         "per_category": {"Other": 67.5, "Plants and Animals": None, "Weather and Climate": None},
     }
     md = compare_markdown(cmp)
+    assert cmp["metric"] == "official" and "split: val · metric: official" in md
     assert "| Other | 8 | 20.00 | 87.50 | +67.50 |" in md
     assert "| Plants and Animals | 3 | 33.33 | – | – |" in md
     assert "| **overall** | **10** | **20.00** | **71.43** | **+51.43** |" in md
 
 
-def test_changed_examples_best_improvement_first() -> None:
+@pytest.mark.parametrize(
+    ("metric", "accuracies"),
+    [
+        # "Red." against ten "red": the current version leaves unanimous answers (and the prediction) as
+        # they are, so it does not match; the 2017 one normalises the prediction to "red"
+        ("official", [(0, 0), (0, 0), (100, 0)]),
+        ("vqaeval-2017", [(0, 100), (0, 0), (100, 0)]),
+    ],
+)
+def test_changed_examples_best_improvement_first(metric: str, accuracies: list[tuple[int, int]]) -> None:
     qs = [
         Question(1, 10, "What color?", "other", ("red",) * 10, "other"),
         Question(2, 20, "How many?", "other", ("2",) * 10, "number"),
@@ -51,10 +66,10 @@ def test_changed_examples_best_improvement_first() -> None:
     ]
     base = {1: "blue", 2: "two", 3: "circle", 4: "green"}
     ft = {1: "Red.", 2: "2", 3: "square", 4: "yellow"}
-    examples = changed_examples(base, ft, qs)
+    examples = changed_examples(base, ft, qs, metric)  # type: ignore[arg-type]
     # q2: "two" and "2" normalise to the same answer, so it did not change.
     assert [e["question_id"] for e in examples] == [1, 4, 3]
-    assert [(e["base_accuracy"], e["finetuned_accuracy"]) for e in examples] == [(0, 100), (0, 0), (100, 0)]
+    assert [(e["base_accuracy"], e["finetuned_accuracy"]) for e in examples] == accuracies
     assert examples[0]["ground_truth"] == ["red"]
 
 
@@ -63,7 +78,8 @@ def test_html_escapes_and_embeds_thumbnails(tmp_path: Path) -> None:
     examples = [{"question_id": 1, "image_id": 10, "question": "Is <b>this</b> red?", "category": "other",
                  "base": "<script>x</script>", "finetuned": "red", "base_accuracy": 0.0,
                  "finetuned_accuracy": 100.0, "ground_truth": ["red", "crimson"]}]  # fmt: skip
-    page = changed_html(examples, {1: tmp_path / "a.jpg"}, "T")
+    page = changed_html(examples, {1: tmp_path / "a.jpg"}, "T", metric="vqaeval-2017")
+    assert "(metric: vqaeval-2017)" in page
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
     assert "Is &lt;b&gt;this&lt;/b&gt; red?" in page
     assert 'class="better"' in page and "red, crimson" in page
@@ -72,7 +88,7 @@ def test_html_escapes_and_embeds_thumbnails(tmp_path: Path) -> None:
 
     thumb = Image.open(io.BytesIO(base64.b64decode(b64)))
     assert max(thumb.size) == 192
-    assert "(image missing)" in changed_html(examples, {}, "T")
+    assert "(image missing)" in changed_html(examples, {}, "T", metric="official")
 
 
 def test_bar_chart_is_a_png_of_the_expected_size() -> None:
@@ -90,7 +106,7 @@ def test_changed_page_has_a_section_for_every_category_trained_first(tmp_path: P
         for i, code, acc in ((1, "eight", 100.0), (2, "other", 100.0), (3, "other", 0.0))
     ]  # fmt: skip
     counts = {"Other": 5, "Plants and Animals": 3, "Weather and Climate": 2}
-    page = changed_html(examples, {1: tmp_path / "a.jpg"}, "T", counts, ["Other"])
+    page = changed_html(examples, {1: tmp_path / "a.jpg"}, "T", counts, ["Other"], metric="official")
     sections = [part.split("</h2>")[0] for part in page.split("<h2>")[1:]]
     assert sections == [
         "By category",
@@ -118,3 +134,23 @@ def test_bar_chart_has_the_groups_beside_the_categories() -> None:
     img = Image.open(io.BytesIO(bar_chart_png(cmp)))
     # 2 categories, 2 groups and overall: wider than the 2-bar chart
     assert img.format == "PNG" and img.size == (600, 450)
+
+
+def test_results_scored_with_different_metrics_are_not_compared(tmp_path: Path) -> None:
+    base, ft = tmp_path / "base.json", tmp_path / "ft.json"
+    legacy = _result(10.0, {"Other": (10.0, 4)}, "b")
+    del legacy["metric"]  # written before results named their metric: scored by the 2017 version
+    base.write_text(json.dumps(legacy))
+    ft.write_text(json.dumps(_result(60.0, {"Other": (60.0, 4)}, "f")))
+    with pytest.raises(UserError, match=r"different metrics \(vqaeval-2017 vs official\)"):
+        write_compare_report(base, ft, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_result_with_an_unknown_metric_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({**_result(10.0, {"Other": (10.0, 4)}, "b"), "metric": "vqa"}))
+    with pytest.raises(
+        UserError, match=r"results.json: unknown metric 'vqa' \(expected one of official, vqaeval"
+    ):
+        write_compare_report(bad, bad, tmp_path / "out")

@@ -1,4 +1,5 @@
-"""`eval score`: official accuracy overall and per category, and refusal of incomplete predictions."""
+"""`eval score`: VQA accuracy overall and per category (either metric version, named in the result), and
+refusal of incomplete predictions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from okvqa_k8s.cli import main
 from okvqa_k8s.data.categories import CATEGORIES
 from okvqa_k8s.data.okvqa import Question
 from okvqa_k8s.evaluate.score import load_questions, score_questions
+from tests.test_metric import CASES
 
 
 def _files(raw: Path) -> tuple[Path, Path]:
@@ -166,3 +168,62 @@ def test_compare_sums_up_the_untrained_categories_in_one_line() -> None:
     assert "| *untrained categories* |  | *3* | *100.00* | *83.33* | *-16.67* |" in md
     assert "| **overall** |  | **5** | **60.00** | **70.00** | **+10.00** |" in md
     assert "trained on: Other" in md and "untrained categories: Δ \u221216.7 pp on 3 questions" in md
+
+
+def _official_files(tmp_path: Path, questions: list[Question]) -> tuple[Path, Path]:
+    """`questions` as an official-format question + annotation file pair."""
+    qfile, afile = tmp_path / "questions.json", tmp_path / "annotations.json"
+    qfile.write_text(
+        json.dumps({"questions": [
+            {"question_id": q.question_id, "image_id": q.image_id, "question": q.question} for q in questions
+        ]})
+    )  # fmt: skip
+    afile.write_text(
+        json.dumps({"annotations": [
+            {"question_id": q.question_id, "image_id": q.image_id, "question_type": q.category,
+             "answer_type": q.answer_type,
+             "answers": [{"answer": a, "answer_id": j + 1, "answer_confidence": "yes"}
+                         for j, a in enumerate(q.answers)]}
+            for q in questions
+        ]})
+    )  # fmt: skip
+    return qfile, afile
+
+
+@pytest.mark.parametrize(
+    ("args", "metric", "overall"),
+    [
+        # the official file's figures of these five cases (tests/test_metric.py): 0, 1, 1, .9, 1 now;
+        # 1, 0, 0, 0, 1 in the 2017 version
+        ([], "official", 78.0),
+        (["--metric", "official"], "official", 78.0),
+        (["--metric", "vqaeval-2017"], "vqaeval-2017", 40.0),
+    ],
+)
+def test_score_names_the_metric_and_official_is_the_default(
+    tmp_path: Path, capsys, args: list[str], metric: str, overall: float
+) -> None:
+    picked = [CASES[i] for i in (0, 4, 9, 12, 7)]  # TENNIS, hot-dog, the dog, New York!, " tennis\n"
+    assert [(c[2], c[3]) for c in picked] == [(0.0, 1.0), (1.0, 0.0), (1.0, 0.0), (0.9, 0.0), (1.0, 1.0)]
+    qs = [
+        Question(n, n * 10, f"question {n}?", "other", tuple(gts), "other")
+        for n, (_, gts, _, _) in enumerate(picked, 1)
+    ]
+    qfile, afile = _official_files(tmp_path, qs)
+    pfile = _write_preds(tmp_path / "p.jsonl", {n: pred for n, (pred, _, _, _) in enumerate(picked, 1)})
+    assert main(["eval", "score", "-p", str(pfile), "-q", str(qfile), "-a", str(afile), *args]) == 0
+    result = json.loads(pfile.with_suffix(".score.json").read_text())
+    assert (result["metric"], result["overall"]) == (metric, overall)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"metric: {metric} (GT-Vision-Lab/VQA vqaEval.py at ")
+    assert out[1] == f"overall: {overall:.2f}% (5 questions)"
+
+
+def test_unknown_metric_is_refused(synth_raw: Path, tmp_path: Path, capsys) -> None:
+    qfile, afile = _files(synth_raw)
+    pfile = _write_preds(tmp_path / "p.jsonl", {1: "x"})
+    assert (
+        main(["eval", "score", "-p", str(pfile), "-q", str(qfile), "-a", str(afile), "--metric", "vqa"]) == 2
+    )
+    assert "'official', 'vqaeval-2017'" in capsys.readouterr().err
+    assert not pfile.with_suffix(".score.json").exists()

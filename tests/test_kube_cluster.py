@@ -147,7 +147,7 @@ def write_run_files(out: Path) -> None:
     for variant, score in (("finetuned", 55.5), ("base", 31.25)):
         (out / "eval" / variant).mkdir(parents=True)
         (out / "eval" / variant / "results.json").write_text(
-            json.dumps({"overall": score, "per_category": {}})
+            json.dumps({"overall": score, "per_category": {}, "metric": "official"})
         )
 
 
@@ -506,7 +506,7 @@ def test_submit_without_operator_drives_the_run_from_the_cli(
     got = okvqa(cluster, "submit", str(spec_file), "-n", namespace, "--no-operator", timeout=150)
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout.splitlines() == [
-        f"solo: Succeeded: VQA accuracy: base 31.25%, finetuned 55.50%; "
+        f"solo: Succeeded: VQA accuracy (official): base 31.25%, finetuned 55.50%; "
         f"serving at http://solo-serve.{namespace}.svc:8000"
     ]
     # each transition is reported once, as the operator's Events would be

@@ -428,6 +428,7 @@ def test_a_missing_category_is_named_in_the_failure() -> None:
 
 def _results(overall: float, trained: tuple[float, int], untrained: tuple[float, int]) -> dict[str, Any]:
     return {
+        "metric": "official",
         "overall": overall,
         "trained_categories": ["Other"],
         "groups": {
@@ -452,7 +453,7 @@ def test_status_carries_trained_and_untrained_accuracy() -> None:
     assert st["accuracy"] == {"finetuned": 65.7, "base": 0.0}
     assert st["untrainedAccuracy"] == {"finetuned": 3.1, "base": 4.33, "delta": -1.23, "questions": 337}
     assert st["message"] == (
-        "VQA accuracy: base 0.00%, finetuned 65.70% on the trained categories; "
+        "VQA accuracy (official): base 0.00%, finetuned 65.70% on the trained categories; "
         "untrained categories: Δ \u22121.2 pp on 337 questions; serving at http://run-serve.ns.svc:8000"
     )
     # without a baseline: the fine-tuned figure alone

@@ -95,8 +95,9 @@ def test_submit_local_runs_rendered_job_then_serves_and_evaluates(
             "maxLength": 256,
         },
         "inference": {"gpus": 0},
-        # every category of the evaluation set `data prepare` wrote to <dataset>/eval (the default)
-        "evaluation": {"concurrency": 2},
+        # every category of the evaluation set `data prepare` wrote to <dataset>/eval (the default),
+        # scored with the metric version the spec names rather than the default
+        "evaluation": {"concurrency": 2, "metric": "vqaeval-2017"},
     }
     spec = parse_spec(doc)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
@@ -110,22 +111,29 @@ def test_submit_local_runs_rendered_job_then_serves_and_evaluates(
     assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "scratch").iterdir()) == ["node-0", "node-1"]
 
     # Trained on Other, scored on all eleven: the status and the report carry the untrained categories'
-    # figure, the official accuracy of their own questions alone (and the trained one of Other's alone).
+    # figure, the accuracy of their own questions alone (and the trained one of Other's alone), by the
+    # metric of the spec, which the report, both results and the status message name.
     from okvqa_k8s.evaluate.score import load_predictions, load_questions, score_questions
 
     evalset = prepared_dataset / "eval"
     questions = load_questions(evalset / "val_questions.json", evalset / "val_annotations.json")
     assert len({q.category for q in questions}) == 11
     compare = json.loads((tmp_path / "out" / "eval" / "compare.json").read_text())
+    assert compare["metric"] == compare["base"]["metric"] == compare["finetuned"]["metric"] == "vqaeval-2017"
+    assert status["message"].startswith("VQA accuracy (vqaeval-2017): ")
     untrained = [q for q in questions if q.category != "other"]
     trained = [q for q in questions if q.category == "other"]
     for variant in ("base", "finetuned"):
         preds = load_predictions(tmp_path / "out" / "eval" / variant / "predictions.jsonl")
         assert set(preds) == {q.question_id for q in questions}
-        alone = score_questions({q.question_id: preds[q.question_id] for q in untrained}, untrained)
+        alone = score_questions(
+            {q.question_id: preds[q.question_id] for q in untrained}, untrained, metric="vqaeval-2017"
+        )
         assert status["untrainedAccuracy"][variant] == alone["overall"]
         assert compare["groups"]["untrained"][variant] == alone["overall"]
-        other = score_questions({q.question_id: preds[q.question_id] for q in trained}, trained)
+        other = score_questions(
+            {q.question_id: preds[q.question_id] for q in trained}, trained, metric="vqaeval-2017"
+        )
         assert status["accuracy"][variant] == other["overall"]
     figure = status["untrainedAccuracy"]
     assert figure["questions"] == len(untrained) == compare["groups"]["untrained"]["count"]

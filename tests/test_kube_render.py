@@ -281,14 +281,16 @@ def test_eval_job_scores_both_endpoints_then_uploads() -> None:
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--category"] == ["all"]
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--trained-category"] == ["other"]
     assert cmd[cmd.index("--max-questions") + 1] == "50"
+    assert cmd[cmd.index("--metric") + 1] == "official"  # named even when it is the default
     (upload,) = pod["containers"]
     out = cmd[cmd.index("--out") + 1]
     assert upload["command"] == ["okvqa-k8s", "sync", "push", out, "s3://okvqa/runs/llava-other/eval"]
     assert pod["restartPolicy"] == "Never"
     assert result_uri(spec, "base") == "s3://okvqa/runs/llava-other/eval/base/results.json"
-    no_base = parse_spec({**BASE, "evaluation": {"baseline": False}})
+    no_base = parse_spec({**BASE, "evaluation": {"baseline": False, "metric": "vqaeval-2017"}})
     cmd = render_eval_job(no_base, OWNER)["spec"]["template"]["spec"]["initContainers"][0]["command"]
     assert "--compare" not in cmd
+    assert cmd[cmd.index("--metric") + 1] == "vqaeval-2017"
     assert result_uri(no_base, "finetuned") == "s3://okvqa/runs/llava-other/eval/results.json"
     chosen = parse_spec(
         {

@@ -131,3 +131,13 @@ def test_unknown_categories_name_the_field() -> None:
     assert any(line.startswith("f.yaml: evaluation.datasetUri: ") for line in lines)
     with pytest.raises(UserError, match="evaluation.categories: List should have at least 1 item"):
         parse_spec({**MINIMAL, "evaluation": {"categories": []}})
+
+
+def test_evaluation_metric_is_the_official_one_unless_chosen() -> None:
+    assert parse_spec(MINIMAL).evaluation.metric == "official"
+    chosen = parse_spec(apply_overrides(MINIMAL, ["evaluation.metric=vqaeval-2017"]))
+    assert chosen.to_wire()["evaluation"]["metric"] == "vqaeval-2017"
+    with pytest.raises(
+        UserError, match="f.yaml: evaluation.metric: Input should be 'official' or 'vqaeval-2017'"
+    ):
+        parse_spec({**MINIMAL, "evaluation": {"metric": "vqa"}}, "f.yaml")

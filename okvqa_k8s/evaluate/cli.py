@@ -3,9 +3,26 @@ and `compare` (before/after report)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+
+from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, METRIC_SOURCES, METRICS, Metric
+
+
+def metric_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--metric`: which version of the VQA evaluator scores the answers (the result names it)."""
+    return click.option(
+        "--metric",
+        type=click.Choice(METRICS),
+        default=DEFAULT_METRIC,
+        show_default=True,
+        help="VQA accuracy version: 'official' is GT-Vision-Lab/VQA vqaEval.py as it is now (a013f00, "
+        "2021); 'vqaeval-2017' the older copy many published OK-VQA numbers used (the prediction always "
+        "normalised, the human answers by punctuation only).",
+    )(command)
 
 
 @click.group("eval")
@@ -81,6 +98,7 @@ def eval_group() -> None:
     "OUT/finetuned, OUT/base and OUT/compare.*.",
 )
 @click.option("--restart", is_flag=True, help="Discard predictions already in --out instead of resuming.")
+@metric_option
 @click.option(
     "--upload",
     "upload_uri",
@@ -119,13 +137,14 @@ def run_cmd(
     out_dir: Path,
     compare_url: str | None,
     restart: bool,
+    metric: Metric,
     upload_uri: str | None,
     timeout: float,
     retries: int,
     wait_s: float,
     cache_dir: Path | None,
 ) -> None:
-    """Ask every question of a split and write predictions plus official accuracy (JSON + markdown).
+    """Ask every question of a split and write predictions plus their VQA accuracy (JSON + markdown).
 
     The last line printed is the path of the results JSON (compare.json with --compare).
     """
@@ -162,6 +181,7 @@ def run_cmd(
                     max_questions=max_questions,
                     max_tokens=max_tokens,
                     restart=restart,
+                    metric=metric,
                 )
             )
     final = write_compare_report(paths[1], paths[0], out_dir) if compare_url else paths[0]
@@ -232,14 +252,17 @@ def compare_cmd(base: Path, finetuned: Path, out_dir: Path) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where to write the JSON result (default: next to the predictions, *.score.json).",
 )
-def score(predictions: Path, questions: Path, annotations: Path, out: Path | None) -> None:
-    """Score predictions with the official VQA accuracy, overall and per category."""
+@metric_option
+def score(predictions: Path, questions: Path, annotations: Path, out: Path | None, metric: Metric) -> None:
+    """Score predictions with the VQA accuracy (the current official version unless --metric says
+    otherwise), overall and per category."""
     from okvqa_k8s.evaluate.score import load_predictions, score_predictions
     from okvqa_k8s.fsutil import atomic_write_json
 
-    result = score_predictions(load_predictions(predictions), questions, annotations)
+    result = score_predictions(load_predictions(predictions), questions, annotations, metric)
     out = out or predictions.with_suffix(".score.json")
     atomic_write_json(out, result)
+    click.echo(f"metric: {metric} ({METRIC_SOURCES[metric]})")
     click.echo(f"overall: {result['overall']:.2f}% ({result['count']} questions)")
     for name, cat in result["per_category"].items():
         click.echo(f"  {name}: {cat['accuracy']:.2f}% ({cat['count']})")

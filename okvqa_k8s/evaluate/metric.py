@@ -1,17 +1,29 @@
-"""The official VQA accuracy, with the exact semantics of GT-Vision-Lab/VQA `vqaEval.py`.
+"""The VQA accuracy of GT-Vision-Lab/VQA `vqaEval.py`, in its current version and in the older one.
 
-Published OK-VQA numbers come from that script, so its quirks are part of the metric and kept here on
-purpose: the prediction is always normalised (punctuation, then digits/articles/contractions), the
-ground-truth answers only get the punctuation step and only when they disagree; the period regex has a
-typo'd look-behind (`(?!<=\\d)` is a look-*ahead* for the text "<=") and is applied at most 32 times
-(the script passes `re.UNICODE`, which is 32, as `count`). Accuracy is the mean over the ten
-leave-one-annotator-out subsets of min(1, matches / 3).
+Two versions of that script produced published numbers, and they disagree on single answers, so every
+figure says which one made it (`Metric`):
+
+- `official` (the default): the file at the head of the repository's master branch, commit a013f00
+  ("Fixed processing answers bug", 2021-03-11). Every human answer and the prediction lose newlines,
+  tabs and outer spaces; then, only when the answers are not all identical, all of them and the
+  prediction get the punctuation and the digit/article/contraction steps. When all agree, nothing more
+  is done: `TENNIS` against ten `tennis` scores 0.
+- `vqaeval-2017`: the file as of 458a8b2 (2016-10-08), unchanged through the VQA v2.0 release
+  (2017-10-02) until a013f00, and the copy LAVIS carries (`lavis/common/vqa_tools/vqa_eval.py`). The
+  prediction is always normalised fully, the human answers only get the punctuation step and only when
+  they disagree.
+
+Quirks both share are kept on purpose: the period regex has a typo'd look-behind (`(?!<=\\d)` is a
+look-*ahead* for the text "<="), and it is applied at most 32 times (the script passes `re.UNICODE`,
+which is 32, as `count`). Accuracy is the mean over the ten leave-one-annotator-out subsets of
+min(1, matches / 3).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 # Digits and articles (processDigitArticle).
 NUMBER_WORDS = {
@@ -159,10 +171,14 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
+def _clean(text: str) -> str:
+    """What both versions do to the prediction (and the current one to every answer) first."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_prediction(prediction: str) -> str:
-    """A model's answer as the official script compares it."""
-    text = prediction.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    """A model's answer with every step applied: how `vqaeval-2017` always compares it."""
+    return process_digit_article(process_punctuation(_clean(prediction)))
 
 
 def normalize_answer(answer: str) -> str:
@@ -170,14 +186,42 @@ def normalize_answer(answer: str) -> str:
     return normalize_prediction(answer)
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Official VQA accuracy of one prediction against its (normally ten) human answers, in [0, 1]."""
+Metric = Literal["official", "vqaeval-2017"]
+METRICS: tuple[Metric, ...] = get_args(Metric)
+DEFAULT_METRIC: Metric = "official"
+# Results written before they named their metric were scored by the only version the project had then.
+UNNAMED_METRIC: Metric = "vqaeval-2017"
+METRIC_SOURCES: dict[Metric, str] = {
+    "official": "GT-Vision-Lab/VQA vqaEval.py at a013f00 (2021-03-11), the current official evaluator",
+    "vqaeval-2017": "GT-Vision-Lab/VQA vqaEval.py at 458a8b2 (2016-10-08), as shipped with VQA v2.0 in 2017",
+}
+
+
+def result_metric(result: Mapping[str, Any]) -> Metric:
+    """The metric that produced a result (results.json, a score file)."""
+    return result.get("metric", UNNAMED_METRIC)
+
+
+def compared_forms(prediction: str, answers: Sequence[str], metric: Metric) -> tuple[str, list[str]]:
+    """The prediction and the human answers exactly as `metric` compares them for equality."""
+    if metric == "official":
+        pred, gts = _clean(prediction), [_clean(a) for a in answers]
+        if len(set(gts)) > 1:
+            pred, gts = normalize_prediction(pred), [normalize_prediction(a) for a in gts]
+        return pred, gts
+    if metric == "vqaeval-2017":
+        gts = list(answers)
+        if len(set(gts)) > 1:
+            gts = [process_punctuation(a) for a in gts]
+        return normalize_prediction(prediction), gts
+    raise ValueError(f"unknown VQA metric {metric!r} (expected one of {', '.join(METRICS)})")
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str], metric: Metric = DEFAULT_METRIC) -> float:
+    """VQA accuracy of one prediction against its (normally ten) human answers, in [0, 1]."""
     if not answers:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer")
-    pred = normalize_prediction(prediction)
-    gts = list(answers)
-    if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
+    pred, gts = compared_forms(prediction, answers, metric)
     total = 0.0
     for left_out in range(len(gts)):
         matches = sum(1 for j, a in enumerate(gts) if j != left_out and a == pred)

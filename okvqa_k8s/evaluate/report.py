@@ -7,6 +7,8 @@ to an issue and still show the images.
 When the results know which categories the model was fine-tuned on (`eval run --trained-category`),
 every part marks them, and the questions of the categories *not* trained on are pooled into one line,
 `untrained categories: Δ −x.x pp on n questions`: what tuning on some categories did to the others.
+
+Both results must have been scored with the same metric version (`metric`), which the report names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.evaluate.metric import METRICS, Metric, result_metric
 from okvqa_k8s.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 MAX_EXAMPLES = 300  # per category on the changed-answers page
@@ -27,7 +30,8 @@ GROUPS = ("trained", "untrained")
 
 
 def load_result(path: Path) -> tuple[dict[str, Any], Path]:
-    """A results.json (or the `eval run --out` directory holding one) and the directory it lives in."""
+    """A results.json (or the `eval run --out` directory holding one) and the directory it lives in;
+    one written before results named their metric gets the metric that scored it."""
     file = path / "results.json" if path.is_dir() else path
     try:
         result = json.loads(file.read_text(encoding="utf-8"))
@@ -37,6 +41,9 @@ def load_result(path: Path) -> tuple[dict[str, Any], Path]:
         raise UserError(f"{file}: not valid JSON ({exc.msg})") from None
     if not isinstance(result, dict) or not {"overall", "per_category", "count"} <= result.keys():
         raise UserError(f"{file}: not an eval result (needs overall, per_category and count)")
+    result["metric"] = result_metric(result)
+    if result["metric"] not in METRICS:
+        raise UserError(f"{file}: unknown metric {result['metric']!r} (expected one of {', '.join(METRICS)})")
     return result, file.parent
 
 
@@ -58,6 +65,7 @@ def compare_results(base: dict[str, Any], finetuned: dict[str, Any]) -> dict[str
         return None if cat is None else cat["accuracy"]
 
     cmp: dict[str, Any] = {
+        "metric": result_metric(finetuned),
         "base": base,
         "finetuned": finetuned,
         "delta": {
@@ -120,6 +128,7 @@ def compare_markdown(cmp: dict[str, Any]) -> str:
     head = f"split: {ft.get('split', '?')}"
     if marked:
         head += f" · trained on: {', '.join(trained)}"
+    head += f" · metric: {cmp['metric']}"
     lines = [
         "# VQA accuracy before/after fine-tuning",
         "",
@@ -229,9 +238,10 @@ def _read_predictions(result: dict[str, Any], result_dir: Path) -> dict[int, str
 
 
 def changed_examples(
-    base_preds: dict[int, str], ft_preds: dict[int, str], questions: list[Any]
+    base_preds: dict[int, str], ft_preds: dict[int, str], questions: list[Any], metric: Metric
 ) -> list[dict[str, Any]]:
-    """Questions whose normalised answer changed, biggest improvement first, then biggest regression last."""
+    """Questions whose normalised answer changed, biggest improvement first, then biggest regression last;
+    each answer's accuracy by `metric`, the one the report's figures use."""
     from okvqa_k8s.evaluate.metric import normalize_prediction, vqa_accuracy
 
     out = []
@@ -250,8 +260,8 @@ def changed_examples(
                 "category": q.category,
                 "base": b,
                 "finetuned": f,
-                "base_accuracy": round(100 * vqa_accuracy(b, q.answers), 2),
-                "finetuned_accuracy": round(100 * vqa_accuracy(f, q.answers), 2),
+                "base_accuracy": round(100 * vqa_accuracy(b, q.answers, metric), 2),
+                "finetuned_accuracy": round(100 * vqa_accuracy(f, q.answers, metric), 2),
                 "ground_truth": sorted(counts, key=lambda a: (-counts[a], a)),
             }
         )
@@ -301,6 +311,8 @@ def changed_html(
     title: str,
     categories: dict[str, int] | None = None,
     trained: list[str] | None = None,
+    *,
+    metric: Metric,
 ) -> str:
     """A self-contained page: thumbnail, question, both answers (with their accuracy), ground truth.
 
@@ -363,7 +375,7 @@ img {{ max-width: {THUMB_PX}px; }}
 <h1>{esc(title)}</h1>
 <p>{len(examples)} questions where the fine-tuned answer differs from the base answer
 (best improvements first).
-Percentages are the official VQA accuracy of each answer.</p>
+Percentages are the VQA accuracy of each answer (metric: {esc(metric)}).</p>
 {summary}
 {chr(10).join(parts)}
 </body></html>
@@ -381,6 +393,11 @@ def write_compare_report(base_path: Path, finetuned_path: Path, out_dir: Path) -
             f"{base_path} and {finetuned_path} were not run on the same questions "
             f"({base.get('split')}/{base['count']} vs {ft.get('split')}/{ft['count']})"
         )
+    if base["metric"] != ft["metric"]:
+        raise UserError(
+            f"{base_path} and {finetuned_path} were scored with different metrics "
+            f"({base['metric']} vs {ft['metric']}); rerun `eval run` with the same --metric"
+        )
     if base.get("trained_categories") != ft.get("trained_categories"):
         raise UserError(
             f"{base_path} and {finetuned_path} mark different trained categories "
@@ -396,7 +413,7 @@ def write_compare_report(base_path: Path, finetuned_path: Path, out_dir: Path) -
     items, questions = load_items(dataset_dir, ft["split"], ft.get("categories"))
     ft_preds = _read_predictions(ft, ft_dir)
     questions = [q for q in questions if q.question_id in ft_preds]
-    examples = changed_examples(_read_predictions(base, base_dir), ft_preds, questions)
+    examples = changed_examples(_read_predictions(base, base_dir), ft_preds, questions, ft["metric"])
     images = {it.question_id: dataset_dir / it.image for it in items}
     cmp["changed"] = {
         "count": len(examples),
@@ -408,7 +425,12 @@ def write_compare_report(base_path: Path, finetuned_path: Path, out_dir: Path) -
     atomic_write_bytes(out_dir / "per_category.png", bar_chart_png(cmp))
     counts = {name: cat["count"] for name, cat in ft["per_category"].items()}
     page = changed_html(
-        examples, images, "Answers changed by fine-tuning", counts, cmp.get("trained_categories")
+        examples,
+        images,
+        "Answers changed by fine-tuning",
+        counts,
+        cmp.get("trained_categories"),
+        metric=ft["metric"],
     )
     atomic_write_text(out_dir / "changed.html", page)
     atomic_write_text(out_dir / "compare.md", compare_markdown(cmp))

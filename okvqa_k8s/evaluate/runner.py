@@ -1,4 +1,4 @@
-"""`eval run`: ask a served model every question of a prepared split and score it officially.
+"""`eval run`: ask a served model every question of a prepared split and score its answers.
 
 Predictions are appended to `predictions.jsonl` one line per answered question, flushed at once, so
 an interrupted evaluation (a killed pod, a lost port-forward) resumes where it stopped: a rerun skips
@@ -21,6 +21,7 @@ from typing import Any
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.client import ChatClient
+from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, Metric, result_metric
 from okvqa_k8s.fsutil import atomic_write_json, atomic_write_text
 from okvqa_k8s.progress import bar
 
@@ -150,11 +151,13 @@ def _check_resume(out_dir: Path, run: dict[str, Any], restart: bool) -> None:
 
 def results_markdown(result: dict[str, Any]) -> str:
     """The accuracy table of one result, as printed and saved next to it (trained categories marked
-    when the result knows them)."""
+    when the result knows them), under the name of the metric that produced it."""
     trained = result.get("trained_categories")
     mark = (lambda name: " (trained)" if name in trained else "") if trained else (lambda name: "")
     lines = [
         f"# VQA accuracy: {result.get('model', '?')} ({result.get('split', '?')})",
+        "",
+        f"metric: {result_metric(result)}",
         "",
         "| category | accuracy (%) | questions |",
         "|---|---:|---:|",
@@ -181,11 +184,13 @@ def run_eval(
     max_questions: int | None = None,
     max_tokens: int = 16,
     restart: bool = False,
+    metric: Metric = DEFAULT_METRIC,
 ) -> Path:
     """Answer every unanswered question, score all of them, write results; returns results.json.
 
     `trained` (category codes the model was fine-tuned on) marks those categories in the result and
-    adds the trained/untrained groups; it changes no answer, so a resumed run may add it.
+    adds the trained/untrained groups; it changes no answer, so a resumed run may add it, and so may
+    another `metric` (every answer is scored again).
     """
     from okvqa_k8s.evaluate.score import score_questions
 
@@ -255,6 +260,7 @@ def run_eval(
         questions,
         source=str(pred_path),
         trained=trained,
+        metric=metric,
     )
     elapsed = time.perf_counter() - start
     result.update(

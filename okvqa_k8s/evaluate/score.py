@@ -1,7 +1,8 @@
-"""Scoring predictions against OK-VQA annotations: overall and per-category official accuracy.
+"""Scoring predictions against OK-VQA annotations: overall and per-category VQA accuracy.
 
 The figures are rounded like the official script (percent, two decimals) and every figure carries the
-number of questions behind it, because a per-category accuracy over 7 questions means little.
+number of questions behind it, because a per-category accuracy over 7 questions means little; a result
+names the metric version that produced it (`metric`), because the two disagree on single answers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from okvqa_k8s.data.categories import category_name
 from okvqa_k8s.data.okvqa import Question, join_questions, load_json
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.evaluate.metric import vqa_accuracy
+from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, Metric, vqa_accuracy
 
 
 def load_predictions(path: Path) -> dict[int, str]:
@@ -53,8 +54,9 @@ def score_questions(
     questions: Sequence[Question],
     source: str = "predictions",
     trained: Sequence[str] | None = None,
+    metric: Metric = DEFAULT_METRIC,
 ) -> dict[str, Any]:
-    """Official accuracy of `preds` over exactly `questions`; a missing or unknown id is an error.
+    """VQA accuracy (`metric`) of `preds` over exactly `questions`; a missing or unknown id is an error.
 
     With `trained` (category codes the model was fine-tuned on), the result also says which categories
     those are and pools the questions into two groups, `trained` and `untrained`: each group's accuracy
@@ -74,13 +76,14 @@ def score_questions(
     per_type: dict[str, list[float]] = defaultdict(list)
     per_group: dict[str, list[float]] = {"trained": [], "untrained": []}
     for q in questions:
-        acc = vqa_accuracy(preds[q.question_id], q.answers)
+        acc = vqa_accuracy(preds[q.question_id], q.answers, metric)
         overall.append(acc)
         per_cat[category_name(q.category)].append(acc)
         per_type[q.answer_type].append(acc)
         if trained is not None:
             per_group["trained" if q.category in trained else "untrained"].append(acc)
     result: dict[str, Any] = {
+        "metric": metric,
         "overall": _pct(overall),
         "count": len(overall),
         "per_category": {k: {"accuracy": _pct(v), "count": len(v)} for k, v in sorted(per_cat.items())},
@@ -114,7 +117,10 @@ def load_questions(questions_path: Path, annotations_path: Path) -> list[Questio
 
 
 def score_predictions(
-    preds: Mapping[int, str], questions_path: Path, annotations_path: Path
+    preds: Mapping[int, str],
+    questions_path: Path,
+    annotations_path: Path,
+    metric: Metric = DEFAULT_METRIC,
 ) -> dict[str, Any]:
     """Score predictions against an official question + annotation file pair."""
-    return score_questions(preds, load_questions(questions_path, annotations_path))
+    return score_questions(preds, load_questions(questions_path, annotations_path), metric=metric)

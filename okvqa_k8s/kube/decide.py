@@ -21,6 +21,7 @@ import yaml
 
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.evalset import evaluation_problems
+from okvqa_k8s.evaluate.metric import result_metric
 from okvqa_k8s.evaluate.report import group_line
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.pods import image_pull_failure
@@ -377,7 +378,13 @@ def _serve_and_evaluate(
             Delete("apps/v1", "Deployment", names.server_name(owner.name, "base")),
             Delete("v1", "Service", names.server_name(owner.name, "base")),
         ]
-    _phase(st, Phase.SUCCEEDED, Reason.EVALUATED, f"VQA accuracy: {summary}; serving at {st['endpoint']}")
+    metric = result_metric(results["finetuned"])
+    _phase(
+        st,
+        Phase.SUCCEEDED,
+        Reason.EVALUATED,
+        f"VQA accuracy ({metric}): {summary}; serving at {st['endpoint']}",
+    )
     set_condition(st, Condition.EVALUATED, True, Reason.COMPLETE, summary, now, generation)
     set_condition(
         st, Condition.READY, True, Reason.EVALUATED, "trained, evaluated and serving", now, generation

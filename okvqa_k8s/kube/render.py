@@ -374,6 +374,7 @@ def eval_command(
         "--wait",
         "1800",
     ]
+    cmd += ["--metric", spec.evaluation.metric]
     if spec.evaluation.max_questions:
         cmd += ["--max-questions", str(spec.evaluation.max_questions)]
     if base_endpoint:
