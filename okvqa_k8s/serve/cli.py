@@ -31,6 +31,17 @@ def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
     return dest
 
 
+def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected a network such as 10.0.0.0/8") from None
+    return values
+
+
 @click.command("serve")
 @click.option(
     "--model",
@@ -101,6 +112,21 @@ def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
 )
 @click.option("--allow-image-urls", is_flag=True, help="Fetch http(s) image URLs (off: only data: URLs).")
 @click.option(
+    "--image-url-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds for fetching one image URL, redirects included.",
+)
+@click.option(
+    "--image-url-allow-network",
+    "image_url_networks",
+    multiple=True,
+    metavar="CIDR",
+    callback=_networks,
+    help="A non-public network image URLs may reach (repeatable; default: public addresses only).",
+)
+@click.option(
     "--default-max-tokens",
     default=64,
     show_default=True,
@@ -160,6 +186,8 @@ def serve(
     max_image_pixels: int,
     max_images: int,
     allow_image_urls: bool,
+    image_url_timeout: float,
+    image_url_networks: tuple[str, ...],
     default_max_tokens: int,
     max_tokens_limit: int,
     max_prompt_chars: int,
@@ -209,6 +237,8 @@ def serve(
             max_image_pixels=max_image_pixels,
             max_images_per_request=max_images,
             allow_urls=allow_image_urls,
+            url_timeout_s=image_url_timeout,
+            url_allowed_networks=image_url_networks,
         ),
         default_max_tokens=default_max_tokens,
         max_tokens_limit=max_tokens_limit,
