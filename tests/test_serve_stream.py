@@ -97,7 +97,7 @@ def test_pieces_arrive_during_generation_and_join_to_the_answer(engine: LlavaEng
     req = _requests()[1]
     streamed = GenRequest(req.conversation, req.images, 40, on_text=pieces.append)
     result = engine.generate([streamed, _requests()[2]])[0]
-    assert result == engine.generate([req.__class__(req.conversation, req.images, 40)])[0]
+    assert result == engine.generate([GenRequest(req.conversation, req.images, 40)])[0]  # same answer
     sent = "".join(pieces)
     assert " " in result.text  # the tiny model's answer has several words...
     assert len(pieces) >= 2 and result.text.startswith(sent)  # ...sent while it was being generated
