@@ -163,6 +163,43 @@ class StorageSpec(_Model):
         return value
 
 
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class SecretKeySpec(_Model):
+    """One key of a Secret in the run's namespace (a `secretKeyRef`); the value never enters a spec."""
+
+    name: str = Field(
+        ..., min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN, description="Secret name."
+    )
+    key: str = Field("api-key", min_length=1, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret.")
+
+
+class ClientPeerSpec(_Model):
+    """Clients admitted to the servers' port, as a NetworkPolicy `from` peer: pods by labels (in the
+    run's namespace, or in the namespaces `namespaceSelector` picks; `{}` matches all), or an IP range."""
+
+    pod_selector: dict[str, str] | None = Field(None, description="matchLabels of the client pods.")
+    namespace_selector: dict[str, str] | None = Field(
+        None, description="matchLabels of the clients' namespaces ({}: every namespace)."
+    )
+    cidr: str | None = Field(None, description="IP range (e.g. 10.0.0.0/8 for NodePort traffic from nodes).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClientPeerSpec:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if selectors == (self.cidr is not None):
+            raise ValueError("expected podSelector and/or namespaceSelector, or cidr")
+        if self.cidr is not None:
+            import ipaddress
+
+            try:
+                ipaddress.ip_network(self.cidr)
+            except ValueError:
+                raise ValueError(f"cidr {self.cidr!r}: expected an IP network such as 10.0.0.0/8") from None
+        return self
+
+
 class InferenceSpec(_Model):
     """The Deployment that serves the fine-tuned model after training."""
 
@@ -173,6 +210,16 @@ class InferenceSpec(_Model):
     port: int = Field(8000, ge=1, le=65535)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     gpus: int = Field(1, ge=0, description="nvidia.com/gpu per replica (0 for CPU).")
+    api_key_secret: SecretKeySpec | None = Field(
+        None,
+        description="Secret key holding the API key the servers require (Authorization: Bearer); the "
+        "evaluation Job sends it. Unset: the servers answer any client the NetworkPolicy admits.",
+    )
+    allowed_clients: list[ClientPeerSpec] = Field(
+        default_factory=list,
+        description="Clients the run's NetworkPolicy admits to the servers' port besides its evaluation "
+        "Job; empty: no one else.",
+    )
 
 
 class EvaluationSpec(_Model):

@@ -244,8 +244,8 @@ def run_operator_as_service_account(
     cluster: ControlPlane, admin: client.ApiClient, release: str, ns: str, sa: str, work: Path
 ) -> str:
     """Run the real operator with the chart's args and the chart's ServiceAccount token, until it has taken
-    the FineTune from values through every kind of child (PyTorchJob, ConfigMap, Deployments, Services,
-    evaluation Job) with kwok playing the pods; return its log."""
+    the FineTune from values through every kind of child (PyTorchJob, ConfigMap, NetworkPolicy,
+    Deployments, Services, evaluation Job) with kwok playing the pods; return its log."""
     kubeconfig = sa_kubeconfig(cluster, admin, ns, sa, work / "sa")
     port = _free_port()
     log = work / "operator.log"
@@ -275,6 +275,7 @@ def run_operator_as_service_account(
         )
         client.CoreV1Api(admin).read_namespaced_config_map(f"{RUN}-spec", ns)
         client.CoreV1Api(admin).read_namespaced_service(f"{RUN}-serve", ns)
+        client.NetworkingV1Api(admin).read_namespaced_network_policy(f"{RUN}-inference", ns)
         status = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, RUN)["status"]
         assert status["phase"] in ("Evaluating", "Succeeded"), status
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:

@@ -35,8 +35,8 @@ def test_every_command_has_help() -> None:
 def test_render_prints_every_child_without_owner(spec_file: Path) -> None:
     out = run(["render", str(spec_file), "-n", "ml", "--set", "training.maxSteps=5"])
     docs = list(yaml.safe_load_all(out.output))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "PyTorchJob", "Deployment", "Service", "Deployment",
-                                         "Service", "Job"]  # fmt: skip
+    assert [d["kind"] for d in docs] == ["ConfigMap", "PyTorchJob", "NetworkPolicy", "Deployment", "Service",
+                                         "Deployment", "Service", "Job"]  # fmt: skip
     assert docs[1]["metadata"]["name"] == "my-run"  # the file name, made DNS-safe
     assert "maxSteps: 5" in docs[0]["data"]["spec.yaml"]
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)
@@ -48,7 +48,14 @@ def test_submit_dry_run_prints_finetune_and_children(spec_file: Path) -> None:
     out = run(["submit", str(spec_file), "--dry-run", "--name", "dry", "-n", "ns"])
     docs = [d for d in yaml.safe_load_all(out.output) if d]
     assert docs[0]["kind"] == "FineTune" and docs[0]["spec"]["nodes"] == 2
-    assert {d["kind"] for d in docs[1:]} == {"ConfigMap", "PyTorchJob", "Deployment", "Service", "Job"}
+    assert {d["kind"] for d in docs[1:]} == {
+        "ConfigMap",
+        "PyTorchJob",
+        "NetworkPolicy",
+        "Deployment",
+        "Service",
+        "Job",
+    }
 
 
 def test_bad_spec_reports_every_field_before_anything(tmp_path: Path) -> None:

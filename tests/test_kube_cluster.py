@@ -31,7 +31,7 @@ from okvqa_k8s.kube.cli import COMMANDS
 from okvqa_k8s.kube.client import ApiError, Kube, object_path
 from okvqa_k8s.kube.crd import crd_manifest
 from okvqa_k8s.kube.operator import Reconciler, run_operator
-from okvqa_k8s.kube.render import Owner, render_pytorchjob
+from okvqa_k8s.kube.render import Owner, render_network_policy, render_pytorchjob
 from okvqa_k8s.spec import parse_spec
 from okvqa_testenv import FAIL_ANNOTATION, find_tool
 from tests.cluster_fixture import wait_for
@@ -183,7 +183,18 @@ def test_finetune_lifecycle_with_cli(
     out = tmp_path / "out"
     write_run_files(out)
     spec_file = tmp_path / "life.yaml"
-    spec_file.write_text(yaml.safe_dump(spec_doc(out)))
+    inference = {
+        "apiKeySecret": {"name": "life-api"},
+        "allowedClients": [
+            {"podSelector": {"app": "chat"}, "namespaceSelector": {"team": "ml"}},
+            {"cidr": "10.0.0.0/8"},
+        ],
+    }
+    spec_file.write_text(yaml.safe_dump(spec_doc(out, inference=inference)))
+    kube.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "life-api", "namespace": namespace},
+         "stringData": {"api-key": "sk-" + uuid.uuid4().hex}}
+    )  # fmt: skip
     result = cli(["submit", str(spec_file), "-n", namespace], cluster.kubeconfig)
     assert result.exit_code == 0, result.output
     assert f"finetune.okvqa.dev/life created in namespace {namespace}" in result.output
@@ -206,8 +217,17 @@ def test_finetune_lifecycle_with_cli(
     )
     assert kube.get("apps/v1", "Deployment", namespace, "life-serve") is not None
 
+    # the API server stored the NetworkPolicy as rendered (nothing pruned) and the key as a reference
+    spec = parse_spec(spec_doc(out, inference=inference))
+    policy = kube.get("networking.k8s.io/v1", "NetworkPolicy", namespace, "life-inference")
+    assert policy is not None
+    assert policy["spec"] == render_network_policy(spec, Owner("life", namespace))["spec"]
+    server = kube.get("apps/v1", "Deployment", namespace, "life-serve")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in server["containers"][0]["env"]}
+    assert env["OKVQA_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "life-api", "key": "api-key"}
+
     # the pods got exactly the environment the local executor injects
-    job = render_pytorchjob(parse_spec(spec_doc(out)), Owner("life", namespace))
+    job = render_pytorchjob(spec, Owner("life", namespace))
     pods = kube.list("v1", "Pod", namespace, "training.kubeflow.org/job-name=life")
     assert len(pods) == 2
     for pod in pods:
@@ -236,6 +256,7 @@ def test_finetune_lifecycle_with_cli(
         ("kubeflow.org/v1", "PyTorchJob", "life"),
         ("apps/v1", "Deployment", "life-serve"),
         ("v1", "Service", "life-serve"),
+        ("networking.k8s.io/v1", "NetworkPolicy", "life-inference"),
         ("batch/v1", "Job", "life-eval"),
     ]
     wait_for(

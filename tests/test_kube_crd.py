@@ -72,6 +72,10 @@ def test_schema_keeps_descriptions_and_defaults() -> None:
     }
     assert props["dataset"]["properties"]["categories"]["default"] == ["other"]
     assert props["model"]["default"] == {}  # nested defaults apply when the block is omitted
+    # An optional block is described by its field (what it is for), not by the model it refers to.
+    api_key = props["inference"]["properties"]["apiKeySecret"]
+    assert api_key["description"].startswith("Secret key holding the API key the servers require")
+    assert api_key["required"] == ["name"] and "nullable" not in api_key
     assert spec_openapi_schema()["required"] == ["dataset", "outputUri"]
     # every field of the model appears, camelCase
     assert set(props) == {f.alias or k for k, f in FineTuneSpec.model_fields.items()}

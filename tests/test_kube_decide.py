@@ -11,7 +11,14 @@ import pytest
 from okvqa_k8s.data.categories import CATEGORIES
 from okvqa_k8s.kube.decide import Create, Delete, Observed, decide, fail
 from okvqa_k8s.kube.pods import TIMESTAMP
-from okvqa_k8s.kube.render import Owner, render_configmap, render_eval_job, render_pytorchjob, render_server
+from okvqa_k8s.kube.render import (
+    Owner,
+    render_configmap,
+    render_eval_job,
+    render_network_policy,
+    render_pytorchjob,
+    render_server,
+)
 from okvqa_k8s.spec import parse_spec
 
 OWNER = Owner("run", "ns", "uid-1")
@@ -46,9 +53,10 @@ def children(
     pj = render_pytorchjob(spec, OWNER)
     if job:
         pj = with_conditions(pj, **{job: f"job {job}"})
-    deployments, services, eval_job = {}, {}, None
+    deployments, services, eval_job, policy = {}, {}, None, None
     wanted = ("finetuned", "base") if spec.evaluation.enabled and spec.evaluation.baseline else ("finetuned",)
     if served is not None:
+        policy = render_network_policy(spec, OWNER)
         for v in wanted:
             d, s = render_server(spec, OWNER, v)
             d["status"] = {"availableReplicas": 1 if served else 0}
@@ -61,6 +69,7 @@ def children(
         job=pj,
         deployments=deployments,
         services=services,
+        network_policy=policy,
         eval_job=eval_job,
         eval_results={k: {"overall": v} for k, v in (results or {}).items()},
     )
@@ -198,6 +207,7 @@ CASES = [
         children(SPEC, job="Succeeded"),
         "Serving",
         [
+            "create NetworkPolicy/run-inference",
             "create Deployment/run-serve",
             "create Service/run-serve",
             "create Deployment/run-base",
@@ -211,7 +221,7 @@ CASES = [
         "Training",
         children(NO_BASE, job="Succeeded"),
         "Serving",
-        ["create Deployment/run-serve", "create Service/run-serve"],
+        ["create NetworkPolicy/run-inference", "create Deployment/run-serve", "create Service/run-serve"],
         ["Serving"],
     ),
     Case("servers not ready yet", SPEC, "Serving", children(SPEC, job="Succeeded", served=False), "Serving"),
@@ -286,6 +296,15 @@ CASES = [
         replace(children(NO_BASE, job="Succeeded", served=True), deployments={}),
         "Serving",
         ["create Deployment/run-serve"],
+    ),
+    Case(
+        "network policy deleted while serving is recreated",
+        NO_EVAL,
+        "Serving",
+        replace(children(NO_EVAL, job="Succeeded", served=True), network_policy=None),
+        "Succeeded",
+        ["create NetworkPolicy/run-inference"],
+        ["Succeeded"],
     ),
     Case(
         "config map deleted is recreated, job kept",

@@ -20,6 +20,7 @@ from okvqa_k8s.kube.render import (
     render_configmap,
     render_eval_job,
     render_finetune,
+    render_network_policy,
     render_pytorchjob,
     render_server,
     to_yaml,
@@ -42,13 +43,24 @@ VARIANTS = {
         "nodeSelector": {"nvidia.com/gpu.product": "H100"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "resources": {"requests": {"cpu": "16", "memory": "200Gi"}, "limits": {"memory": "240Gi"}},
+        "inference": {"apiKeySecret": {"name": "llava-api"}},
     },
     "cpu-vllm-s3-base": {
         "nodes": 2,
         "nprocPerNode": 2,
         "gpusPerNode": 0,
         "model": {"name": "s3://okvqa/models/llava-1.5-7b-hf"},
-        "inference": {"engine": "vllm", "gpus": 0, "replicas": 2},
+        "inference": {
+            "engine": "vllm",
+            "gpus": 0,
+            "replicas": 2,
+            "apiKeySecret": {"name": "llava-api", "key": "token"},
+            "allowedClients": [
+                {"podSelector": {"app": "chat-ui"}, "namespaceSelector": {"team": "ml"}},
+                {"namespaceSelector": {}},
+                {"cidr": "10.0.0.0/8"},
+            ],
+        },
         "evaluation": {"maxQuestions": 50},
     },
     "no-eval-no-secret": {"evaluation": {"enabled": False}, "storage": {}},
@@ -235,7 +247,9 @@ def test_inference_builtin_pulls_merged_model_and_probes() -> None:
     assert server["args"][server["args"].index("--served-model-name") + 1] == "llava-other"
     (base,) = render_server(spec, OWNER, "base")[0]["spec"]["template"]["spec"]["containers"]
     assert base["args"][base["args"].index("--served-model-name") + 1] == "llava-other-base"
-    assert server["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
+    # Probes use the paths that need no API key (/v1/* would answer the kubelet 401).
+    assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] >= 1800
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
@@ -313,6 +327,7 @@ def test_children_per_spec() -> None:
     assert kinds("default-1-node") == [
         ("ConfigMap", "llava-other-spec"),
         ("PyTorchJob", "llava-other"),
+        ("NetworkPolicy", "llava-other-inference"),
         ("Deployment", "llava-other-serve"),
         ("Service", "llava-other-serve"),
         ("Deployment", "llava-other-base"),
@@ -322,6 +337,7 @@ def test_children_per_spec() -> None:
     assert kinds("no-eval-no-secret") == [
         ("ConfigMap", "llava-other-spec"),
         ("PyTorchJob", "llava-other"),
+        ("NetworkPolicy", "llava-other-inference"),
         ("Deployment", "llava-other-serve"),
         ("Service", "llava-other-serve"),
     ]
@@ -334,3 +350,78 @@ def test_configmap_round_trips_the_spec_and_yaml_stream_parses() -> None:
     docs = list(yaml.safe_load_all(to_yaml([render_finetune(spec, OWNER), *render_children(spec, OWNER)])))
     assert docs[0]["kind"] == "FineTune" and parse_spec(docs[0]["spec"]) == spec
     assert "spec.yaml: |" in to_yaml([cm])
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize(
+    ("variant", "server_var", "ref"),
+    [
+        ("3-nodes-tolerations", "OKVQA_API_KEY", {"name": "llava-api", "key": "api-key"}),
+        ("cpu-vllm-s3-base", "VLLM_API_KEY", {"name": "llava-api", "key": "token"}),
+    ],
+)
+def test_api_key_reaches_servers_and_eval_client_as_secret_reference(
+    variant: str, server_var: str, ref: dict[str, str]
+) -> None:
+    spec = _spec(variant)
+    for model in ("finetuned", "base"):
+        (server,) = render_server(spec, OWNER, model)[0]["spec"]["template"]["spec"]["containers"]
+        assert _env(server)[server_var] == {"name": server_var, "valueFrom": {"secretKeyRef": ref}}
+        assert "--api-key" not in server["args"]  # never on the command line (visible in ps, in the object)
+        # Probes on paths that need no key: /v1/* would answer the kubelet 401.
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert not server[probe]["httpGet"]["path"].startswith("/v1")
+    pod = render_eval_job(spec, OWNER)["spec"]["template"]["spec"]
+    assert _env(pod["initContainers"][0])["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == ref
+    assert "OPENAI_API_KEY" not in _env(pod["containers"][0])  # the upload talks to S3 only
+    (vllm,) = render_server(_spec("cpu-vllm-s3-base"), OWNER)[0]["spec"]["template"]["spec"]["containers"]
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_without_api_key_secret_no_key_is_mounted() -> None:
+    text = to_yaml(render_children(_spec("default-1-node"), OWNER))
+    assert "API_KEY" not in text
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector's meaning (matchLabels and In expressions), as the API server applies it."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In"
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_network_policy_admits_eval_job_and_allowed_clients_to_both_servers() -> None:
+    spec = _spec("cpu-vllm-s3-base")
+    policy = render_network_policy(spec, OWNER)
+    body = policy["spec"]
+    assert body["policyTypes"] == ["Ingress"]
+    for model in ("finetuned", "base"):
+        labels = render_server(spec, OWNER, model)[0]["spec"]["template"]["metadata"]["labels"]
+        assert _matches(body["podSelector"], labels)
+    eval_labels = render_eval_job(spec, OWNER)["spec"]["template"]["metadata"]["labels"]
+    assert not _matches(body["podSelector"], eval_labels)
+    (rule,) = body["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    evaluation, ui, everywhere, cidr = rule["from"]
+    assert list(evaluation) == ["podSelector"] and _matches(evaluation["podSelector"], eval_labels)
+    assert ui == {
+        "podSelector": {"matchLabels": {"app": "chat-ui"}},
+        "namespaceSelector": {"matchLabels": {"team": "ml"}},
+    }
+    assert everywhere == {"namespaceSelector": {"matchLabels": {}}}
+    assert cidr == {"ipBlock": {"cidr": "10.0.0.0/8"}}
+    other_run = names.labels("llava-another", "evaluation")
+    assert not _matches(evaluation["podSelector"], other_run)
+
+
+def test_network_policy_without_clients_admits_no_one() -> None:
+    """An ingress rule with an empty `from` admits every source: no peers must mean no rule."""
+    policy = render_network_policy(_spec("no-eval-no-secret"), OWNER)
+    assert policy["spec"]["ingress"] == [] and policy["spec"]["policyTypes"] == ["Ingress"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from PIL import Image
 
@@ -194,7 +194,10 @@ ERROR_CASES = {
     "url images off": (_body("http://127.0.0.1:9/cat.jpg"), 400, "image_url_disabled"),
     "no messages": ({"messages": []}, 400, "invalid_request"),
     "bad role": ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_request"),
-    "streaming": (_body(_url(_jpeg("red")), stream=True), 400, "invalid_request"),
+    "stream_options without stream": (
+        _body(_url(_jpeg("red")), stream_options={"include_usage": True}), 400, "invalid_request"
+    ),
+    "prompt too long": (_body(_url(_jpeg("red")), text="why " * 5_000), 400, "prompt_too_long"),
     "n=2": (_body(_url(_jpeg("red")), n=2), 400, "invalid_request"),
     "max_tokens too big": ({**_body(), "max_tokens": 10_000}, 400, "invalid_request"),
     "two images": (
@@ -219,15 +222,18 @@ def test_errors_are_openai_json_and_server_keeps_serving(server: BackgroundServe
     assert _ask(server.url, _body(_url(_jpeg("green")))).status_code == 200
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def test_invalid_json_and_streamed_oversize_body(server: BackgroundServer) -> None:
-    bad = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", timeout=30)
+    bad = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", headers=JSON, timeout=30)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold while streaming
         for _ in range(8):
             yield b" " * (MAX_BODY // 4)
 
-    resp = httpx.post(server.url + "/v1/chat/completions", content=chunks(), timeout=30)
+    resp = httpx.post(server.url + "/v1/chat/completions", content=chunks(), headers=JSON, timeout=30)
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "payload_too_large"
     assert _ask(server.url, _body(_url(_jpeg("green")))).status_code == 200
 
@@ -267,8 +273,10 @@ def test_full_queue_answers_429_then_recovers(engine: LlavaEngine) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         refused = _ask(srv.url, _body(_url(_jpeg("red"))))
-        assert refused.status_code == 429
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["type"] == "rate_limit_error"
+        # The queue is checked before the image is decoded: a broken image gets 429, not 400.
+        assert _ask(srv.url, _body("data:image/jpeg;base64,%%%%")).status_code == 429
         held.release.set()
         first.join(30)
         second.join(30)
@@ -325,17 +333,20 @@ def test_serve_command_end_to_end(
         model = bucket.uri("runs/r1/merged")
         assert sync_up(tiny_model, model) > 0
     port = _free_port()
+    key = "sk-e2e-" + os.urandom(8).hex()  # from the environment, as the rendered Deployment passes it
+    log_path = tmp_path / "serve.log"  # a file, not a pipe: debug logs would fill a pipe and block
+    log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "okvqa_k8s.cli", "serve", "--model", model, "--port", str(port),
-         "--served-model-name", "llava-tiny", "--log-level", "warning",
+         "--served-model-name", "llava-tiny", "--log-level", "debug",
          "--cache-dir", str(tmp_path / "cache")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "OKVQA_API_KEY": key},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, log_path.read_text()
             try:
                 if httpx.get(url + "/readyz").status_code == 200:
                     break
@@ -343,11 +354,19 @@ def test_serve_command_end_to_end(
                 pass
             assert time.monotonic() < deadline, "serve did not become ready"
             time.sleep(0.2)
-        out = _ask(url, _body(_url(_jpeg("red")), model="llava-tiny"))
-        assert out.status_code == 200 and out.json()["model"] == "llava-tiny"
-        assert json.loads(httpx.get(url + "/v1/models").text)["data"][0]["id"] == "llava-tiny"
+        assert _ask(url, _body(_url(_jpeg("red")), model="llava-tiny")).status_code == 401
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+        messages = _body(_url(_jpeg("red")))["messages"]
+        out = client.chat.completions.create(model="llava-tiny", messages=messages)
+        assert out.model == "llava-tiny"
+        streamed = client.chat.completions.create(model="llava-tiny", messages=messages, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == out.choices[0].message.content
+        assert [m.id for m in client.models.list()] == ["llava-tiny"]
         if source == "s3":
             assert len(list((tmp_path / "cache").glob("*/config.json"))) == 1
     finally:
         proc.terminate()
         proc.wait(30)
+        log_file.close()
+    logs = log_path.read_text()
+    assert "POST /v1/chat/completions" in logs and key not in logs  # debug logs, never the key

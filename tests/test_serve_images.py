@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import ipaddress
 import struct
+import time
 import zlib
+from collections.abc import AsyncIterator
 
 import pytest
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from PIL import Image
 
 from okvqa_k8s.serve.api_errors import APIError
 from okvqa_k8s.serve.background import BackgroundServer
-from okvqa_k8s.serve.images import ImageLimits, load_image, open_image
+from okvqa_k8s.serve.images import ImageLimits, blocked_address, load_image, open_image
 
 
 def _png(size: tuple[int, int] = (40, 30), colour: str = "red") -> bytes:
@@ -113,7 +117,7 @@ def test_pixel_limit_is_configurable() -> None:
 
 @pytest.fixture(scope="module")
 def image_host():
-    """A real HTTP server with an image, a big 'image' and a 404, on 127.0.0.1."""
+    """A real HTTP server on 127.0.0.1: an image, a big 'image', a 404, redirects, a trickle."""
     app = FastAPI()
     png = _png((20, 20), "green")
 
@@ -125,12 +129,28 @@ def image_host():
     def big() -> Response:
         return Response(b"\x89PNG" + b"\0" * 5000, media_type="image/png")
 
+    @app.get("/to")
+    def redirect(url: str) -> Response:
+        return Response(status_code=302, headers={"Location": url})
+
+    @app.get("/slow.png")
+    async def slow() -> StreamingResponse:
+        async def trickle() -> AsyncIterator[bytes]:
+            for byte in png:  # each read is quick; the whole takes ~len(png) * 0.05 s
+                await asyncio.sleep(0.05)
+                yield bytes([byte])
+
+        return StreamingResponse(trickle(), media_type="image/png")
+
     with BackgroundServer(app) as srv:
         yield srv
 
 
+LOCAL = ("127.0.0.1/32",)  # the test host's network, allowed explicitly
+
+
 def test_http_urls_when_enabled(image_host: BackgroundServer) -> None:
-    limits = ImageLimits(allow_urls=True, max_image_bytes=4096)
+    limits = ImageLimits(allow_urls=True, max_image_bytes=4096, url_allowed_networks=LOCAL)
     assert load_image(image_host.url + "/ok.png", limits).getpixel((1, 1)) == (0, 128, 0)
     with pytest.raises(APIError) as exc:
         load_image(image_host.url + "/big.png", limits)
@@ -138,3 +158,75 @@ def test_http_urls_when_enabled(image_host: BackgroundServer) -> None:
     with pytest.raises(APIError) as exc:
         load_image(image_host.url + "/missing.png", limits)
     assert _error(exc) == (400, "image_fetch_failed")
+
+
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("192.168.1.1", True),
+        ("169.254.169.254", True),  # cloud metadata
+        ("100.64.0.1", True),  # carrier-grade NAT
+        ("0.0.0.0", True),
+        ("224.0.0.1", True),
+        ("::1", True),
+        ("fe80::1", True),
+        ("fd00::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("8.8.8.8", False),
+        ("2001:4860:4860::8888", False),
+    ],
+)
+def test_blocked_address(address: str, blocked: bool) -> None:
+    assert blocked_address(ipaddress.ip_address(address), []) is blocked
+
+
+def test_allowed_network_opens_only_itself() -> None:
+    allowed = [ipaddress.ip_network("10.0.0.0/8")]
+    assert not blocked_address(ipaddress.ip_address("10.4.5.6"), allowed)
+    assert blocked_address(ipaddress.ip_address("192.168.0.1"), allowed)
+
+
+def _fetch_code(url: str, limits: ImageLimits) -> tuple[int, str | None, str]:
+    with pytest.raises(APIError) as exc:
+        load_image(url, limits)
+    return exc.value.status, exc.value.code, exc.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/x.png", "http://[::1]:9/x.png"],
+)
+def test_non_public_addresses_are_refused_before_connecting(url: str) -> None:
+    status, code, _ = _fetch_code(url, ImageLimits(allow_urls=True, url_timeout_s=1))
+    assert (status, code) == (400, "image_url_blocked")
+
+
+def test_loopback_is_refused_by_name_and_by_address(image_host: BackgroundServer) -> None:
+    limits = ImageLimits(allow_urls=True)
+    for url in (image_host.url + "/ok.png", f"http://localhost:{image_host.port}/ok.png"):
+        status, code, message = _fetch_code(url, limits)
+        assert (status, code) == (400, "image_url_blocked") and "not a public address" in message
+
+
+def test_every_redirect_hop_is_checked(image_host: BackgroundServer) -> None:
+    limits = ImageLimits(allow_urls=True, url_allowed_networks=LOCAL)
+    followed = f"{image_host.url}/to?url={image_host.url}/ok.png"
+    assert load_image(followed, limits).getpixel((1, 1)) == (0, 128, 0)  # an allowed hop is followed
+    for target in ("http://169.254.169.254/latest/meta-data/", f"http://127.0.0.2:{image_host.port}/ok.png"):
+        status, code, message = _fetch_code(f"{image_host.url}/to?url={target}", limits)
+        assert (status, code) == (400, "image_url_blocked"), message
+    loop = f"{image_host.url}/to?url={image_host.url}/to%3Furl%3D{image_host.url}/big.png"
+    tight = ImageLimits(allow_urls=True, url_allowed_networks=LOCAL, max_redirects=1)
+    assert _fetch_code(loop, tight)[2] == "image_url: more than 1 redirects"
+
+
+def test_one_deadline_covers_the_whole_fetch(image_host: BackgroundServer) -> None:
+    """Each byte comes well within a per-read timeout; the whole image does not come within 1 s."""
+    limits = ImageLimits(allow_urls=True, url_allowed_networks=LOCAL, url_timeout_s=1.0)
+    start = time.monotonic()
+    status, code, message = _fetch_code(image_host.url + "/slow.png", limits)
+    assert (status, code) == (400, "image_fetch_failed") and "longer than 1 s" in message
+    assert time.monotonic() - start < 2.0

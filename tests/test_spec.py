@@ -141,3 +141,33 @@ def test_evaluation_metric_is_the_official_one_unless_chosen() -> None:
         UserError, match="f.yaml: evaluation.metric: Input should be 'official' or 'vqaeval-2017'"
     ):
         parse_spec({**MINIMAL, "evaluation": {"metric": "vqa"}}, "f.yaml")
+
+
+@pytest.mark.parametrize(
+    ("inference", "message"),
+    [
+        ({"apiKeySecret": {"name": "Bad_Name"}}, "inference.apiKeySecret.name: String should match pattern"),
+        ({"apiKeySecret": {"name": "api", "key": "a/b"}}, "inference.apiKeySecret.key: String should match"),
+        ({"allowedClients": [{}]}, "inference.allowedClients[0]: expected podSelector and/or"),
+        (
+            {"allowedClients": [{"cidr": "10.0.0.0/8", "podSelector": {"app": "ui"}}]},
+            "inference.allowedClients[0]: expected podSelector and/or namespaceSelector, or cidr",
+        ),
+        ({"allowedClients": [{"cidr": "10.0.0.300/8"}]}, "cidr '10.0.0.300/8': expected an IP network"),
+    ],
+)
+def test_inference_access_fields_are_checked(inference: dict, message: str) -> None:
+    with pytest.raises(UserError) as exc:
+        parse_spec({**MINIMAL, "inference": inference})
+    assert message in str(exc.value)
+
+
+def test_inference_access_fields_round_trip() -> None:
+    inference = {
+        "apiKeySecret": {"name": "llava-api"},
+        "allowedClients": [{"namespaceSelector": {}}, {"podSelector": {"app": "ui"}}, {"cidr": "fd00::/8"}],
+    }
+    spec = parse_spec({**MINIMAL, "inference": inference})
+    assert spec.inference.api_key_secret is not None and spec.inference.api_key_secret.key == "api-key"
+    assert parse_spec(spec.to_wire()) == spec
+    assert spec.to_wire()["inference"]["allowedClients"][0] == {"namespaceSelector": {}}

@@ -26,6 +26,7 @@ PLURALS = {
     "ServiceAccount": "serviceaccounts",
     "Deployment": "deployments",
     "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
     "PyTorchJob": "pytorchjobs",
     names.KIND: names.PLURAL,
     "CustomResourceDefinition": "customresourcedefinitions",

@@ -31,6 +31,7 @@ from okvqa_k8s.kube.render import (
     endpoint_url,
     render_configmap,
     render_eval_job,
+    render_network_policy,
     render_pytorchjob,
     render_server,
     spec_hash,
@@ -56,6 +57,7 @@ class Observed:
     job: dict[str, Any] | None = None
     deployments: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     services: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    network_policy: dict[str, Any] | None = None
     eval_job: dict[str, Any] | None = None
     pods: tuple[dict[str, Any], ...] = ()
     progress: dict[str, Any] | None = None
@@ -309,6 +311,8 @@ def _serve_and_evaluate(
     st = decision.status
     wanted = variants(spec)
     waiting = []
+    if observed.network_policy is None:  # first, so no server is ever reachable by everyone
+        decision.actions.append(Create(render_network_policy(spec, owner)))
     for variant in wanted:
         deployment, service = render_server(spec, owner, variant)
         if variant not in observed.deployments:

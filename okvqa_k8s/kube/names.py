@@ -51,6 +51,11 @@ def server_name(run: str, variant: str = "finetuned") -> str:
     return f"{run}-serve" if variant == "finetuned" else f"{run}-base"
 
 
+def network_policy_name(run: str) -> str:
+    """The NetworkPolicy admitting the run's clients to both served models."""
+    return f"{run}-inference"
+
+
 def eval_job_name(run: str) -> str:
     return f"{run}-eval"
 

@@ -88,9 +88,15 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
             deployments[variant] = deployment
         if (service := objects.get("v1", "Service", ns, server)) is not None:
             services[variant] = service
+    network_policy = objects.get("networking.k8s.io/v1", "NetworkPolicy", ns, names.network_policy_name(name))
     eval_job = objects.get("batch/v1", "Job", ns, names.eval_job_name(name))
     children = Observed(
-        configmap=configmap, job=job, deployments=deployments, services=services, eval_job=eval_job
+        configmap=configmap,
+        job=job,
+        deployments=deployments,
+        services=services,
+        network_policy=network_policy,
+        eval_job=eval_job,
     )
     if run.status.get("phase") in TERMINAL:
         return children  # a finished run reads nothing more
@@ -110,6 +116,7 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
         job=job,
         deployments=deployments,
         services=services,
+        network_policy=network_policy,
         eval_job=eval_job,
         pods=run_pods(objects, run.owner),
         progress=progress if isinstance(progress, dict) else None,

@@ -2,7 +2,8 @@
 test compares the two, so least privilege is checked rather than hoped for.
 
 Derived from what the operator does (operator.py, backends/kubernetes.py, observe.py): watch + read
-FineTunes and write only their status; create/read/delete the children it owns; list the run's pods (to
+FineTunes and write only their status; create/read/delete the children it owns (the NetworkPolicy
+guarding the servers among them); list the run's pods (to
 notice an image that cannot be pulled; never watched, the resync finds them); post Events. kopf's
 cluster scanning is disabled, so no namespace or CRD listing is needed.
 No Secrets: storage credentials come from the operator's own environment.
@@ -24,6 +25,11 @@ OPERATOR_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "delete"],
+    },
     {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

@@ -16,7 +16,7 @@ import yaml
 
 from okvqa_k8s.kube import names
 from okvqa_k8s.layout import eval_dataset_uri, eval_uri, model_uri
-from okvqa_k8s.spec import FineTuneSpec, ResourcesSpec
+from okvqa_k8s.spec import ClientPeerSpec, FineTuneSpec, ResourcesSpec
 
 Variant = Literal["finetuned", "base"]
 VARIANTS: tuple[Variant, ...] = ("finetuned", "base")
@@ -237,6 +237,20 @@ def _served_model(spec: FineTuneSpec, variant: Variant) -> tuple[str | None, str
     return None, source  # a hub id (vLLM/builtin fetch it) or a path baked into the image
 
 
+# Where each server reads its API key: ours (`okvqa-k8s serve --api-key`) and vLLM's own variable.
+API_KEY_ENV = {"builtin": "OKVQA_API_KEY", "vllm": "VLLM_API_KEY"}
+# Unauthenticated probe paths: with an API key, /v1/* answers the kubelet 401.
+PROBES = {"builtin": ("/readyz", "/healthz"), "vllm": ("/health", "/health")}
+
+
+def api_key_env(spec: FineTuneSpec, name: str) -> list[dict[str, Any]]:
+    """`name` from the run's API-key Secret, as a reference (the key never appears in an object)."""
+    ref = spec.inference.api_key_secret
+    if ref is None:
+        return []
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
 def endpoint_url(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetuned") -> str:
     """Cluster-internal base URL of a served model (Service DNS name and port)."""
     return f"http://{names.server_name(owner.name, variant)}.{owner.namespace}.svc:{spec.inference.port}"
@@ -255,6 +269,7 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name:
     ]
     if spec.inference.gpus == 0:
         env.append({"name": "DS_ACCELERATOR", "value": "cpu"})
+    env += api_key_env(spec, API_KEY_ENV[spec.inference.engine])
     if spec.inference.engine == "vllm":
         image = spec.inference.image or VLLM_IMAGE
         command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -278,7 +293,8 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name:
         # Named as vLLM's above: clients address the model the same with either engine.
         args = ["--model", model, "--served-model-name", served_name]
         args += ["--host", "0.0.0.0", "--port", str(port)]
-    probe = {"httpGet": {"path": "/v1/models", "port": "http"}}
+    ready, live = PROBES[spec.inference.engine]
+    probe = {"httpGet": {"path": ready, "port": "http"}}
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
@@ -288,7 +304,12 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name:
         "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
-        "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 5, "timeoutSeconds": 10},
+        "livenessProbe": {
+            "httpGet": {"path": live, "port": "http"},
+            "periodSeconds": 30,
+            "failureThreshold": 5,
+            "timeoutSeconds": 10,
+        },
         # Loading a 7B model from a cold disk takes minutes: allow up to 30 of them before liveness starts.
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
         "volumeMounts": [{"name": "models", "mountPath": MODELS}, {"name": "dshm", "mountPath": "/dev/shm"}],
@@ -350,6 +371,43 @@ def render_server(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetune
     return [deployment, service]
 
 
+def _peer(client: ClientPeerSpec) -> dict[str, Any]:
+    if client.cidr is not None:
+        return {"ipBlock": {"cidr": client.cidr}}
+    peer: dict[str, Any] = {}
+    if client.pod_selector is not None:
+        peer["podSelector"] = {"matchLabels": dict(client.pod_selector)}
+    if client.namespace_selector is not None:
+        peer["namespaceSelector"] = {"matchLabels": dict(client.namespace_selector)}
+    return peer
+
+
+def render_network_policy(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
+    """networking.k8s.io/v1 NetworkPolicy: only the run's evaluation Job and `inference.allowedClients`
+    reach the servers' port (both served models). No peer at all means no ingress rule, not an empty
+    `from` (which would admit everyone)."""
+    peers = [_peer(client) for client in spec.inference.allowed_clients]
+    if spec.evaluation.enabled:
+        peers.insert(0, {"podSelector": {"matchLabels": names.selector(owner.name, "evaluation")}})
+    servers = {
+        "matchLabels": {names.RUN_LABEL: owner.name},
+        "matchExpressions": [
+            {"key": names.COMPONENT_LABEL, "operator": "In", "values": ["inference", "inference-base"]}
+        ],
+    }
+    port = [{"protocol": "TCP", "port": spec.inference.port}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, names.network_policy_name(owner.name), "inference"),
+        "spec": {
+            "podSelector": servers,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": port}] if peers else [],
+        },
+    }
+
+
 def eval_command(
     spec: FineTuneSpec, endpoint: str, out_dir: str, base_endpoint: str | None = None
 ) -> list[str]:
@@ -409,6 +467,8 @@ def render_eval_job(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
         "name": "upload",
         "command": ["okvqa-k8s", "sync", "push", f"{work}/eval", eval_uri(spec)],
     }
+    # The eval client (and the openai SDK) send OPENAI_API_KEY as `Authorization: Bearer`.
+    evaluate["env"] = [*evaluate["env"], *api_key_env(spec, "OPENAI_API_KEY")]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -453,6 +513,7 @@ def render_children(spec: FineTuneSpec, owner: Owner) -> list[dict[str, Any]]:
     """Every object the run creates over its life, in the order the operator creates them."""
     objs = [render_configmap(spec, owner), render_pytorchjob(spec, owner)]
     if spec.inference.enabled:
+        objs.append(render_network_policy(spec, owner))
         for variant in variants(spec):
             objs += render_server(spec, owner, variant)
         if spec.evaluation.enabled:

@@ -70,7 +70,9 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], dialect: Dialect) -> di
     branches = [b for b in node.get("anyOf", []) if b.get("type") != "null"]
     if len(branches) == 1:
         merged = {k: v for k, v in node.items() if k != "anyOf"}
-        merged.update(_resolve(branches[0], defs))
+        for key, value in _resolve(branches[0], defs).items():
+            # The field's own keys (its description) win over those of the model it refers to.
+            merged.setdefault(key, value)
         node = merged
     elif branches and _is_int_or_string(branches):
         # Kubernetes quantities: the API server's one permitted anyOf, with the pattern outside it.

@@ -13,10 +13,18 @@ class APIError(Exception):
     """An HTTP error the client caused or must back off from, rendered as OpenAI's error JSON."""
 
     def __init__(
-        self, status: int, message: str, *, type: str, code: str | None = None, param: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
         self.message = message
         self.type = type
         self.code = code
@@ -34,12 +42,34 @@ def too_large(message: str, *, param: str | None = None) -> APIError:
     return APIError(413, message, type="invalid_request_error", code="payload_too_large", param=param)
 
 
-def queue_full(depth: int) -> APIError:
+def queue_full(depth: int, retry_after_s: int) -> APIError:
+    """429 with `Retry-After`, which the openai SDK and our eval client honour before retrying."""
     return APIError(
         429,
-        f"server busy: {depth} requests already queued; retry later",
+        f"server busy: {depth} requests already queued; retry in {retry_after_s} s",
         type="rate_limit_error",
         code="queue_full",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def unauthorized() -> APIError:
+    """OpenAI's answer to a missing or wrong key; the key sent is never echoed back."""
+    return APIError(
+        401,
+        "missing or incorrect API key: send it as `Authorization: Bearer <key>`",
+        type="invalid_request_error",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def unsupported_media_type(got: str | None) -> APIError:
+    return APIError(
+        415,
+        f"Content-Type must be application/json, got {got or 'none'}",
+        type="invalid_request_error",
+        code="unsupported_media_type",
     )
 
 

@@ -4,7 +4,8 @@ One worker thread owns the model (generation is neither thread-safe nor faster w
 and the asyncio server must never block on it. Requests wait in a queue of fixed size: when it is
 full the caller is told at once (HTTP 429) instead of piling up memory and latency. The worker takes
 whatever is queued, up to `max_batch_size`, waiting at most `max_wait_s` for company, so a lone
-request is answered without delay and a burst is answered in a few batched forward passes.
+request is answered without delay and a burst is answered in a few batched forward passes. A request
+whose future was cancelled while it waited (its client went away) is dropped, not generated.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Batcher(Generic[T, R]):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._work, name="model-worker", daemon=True)
         self.batches_run = 0
+        self.skipped = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -92,15 +94,19 @@ class Batcher(Generic[T, R]):
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, item: T) -> R:
-        """Queue one item and wait for its result; raises QueueFull without waiting when full."""
+    def enqueue(self, item: T) -> asyncio.Future[R]:
+        """Queue one item now (QueueFull at once when full); cancel the future to withdraw it."""
         loop = asyncio.get_running_loop()
         job = _Job(item, loop, loop.create_future())
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             raise QueueFull(self._queue.qsize()) from None
-        return await job.future
+        return job.future
+
+    async def submit(self, item: T) -> R:
+        """Queue one item and wait for its result; raises QueueFull without waiting when full."""
+        return await self.enqueue(item)
 
     def _fail_queued(self, error: BaseException) -> None:
         while True:
@@ -131,7 +137,13 @@ class Batcher(Generic[T, R]):
             first = self._queue.get()
             if first is self._STOP:
                 return
-            batch, stop = self._collect(first)
+            collected, stop = self._collect(first)
+            # Reading done() from this thread is a snapshot: at worst a request cancelled a moment
+            # ago still runs, and _resolve then drops its result.
+            batch = [job for job in collected if not job.future.done()]
+            self.skipped += len(collected) - len(batch)
+            if not batch:
+                continue
             try:
                 results = list(self._run_batch([job.item for job in batch]))
                 if len(results) != len(batch):

@@ -31,6 +31,17 @@ def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
     return dest
 
 
+def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected a network such as 10.0.0.0/8") from None
+    return values
+
+
 @click.command("serve")
 @click.option(
     "--model",
@@ -101,6 +112,21 @@ def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
 )
 @click.option("--allow-image-urls", is_flag=True, help="Fetch http(s) image URLs (off: only data: URLs).")
 @click.option(
+    "--image-url-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds for fetching one image URL, redirects included.",
+)
+@click.option(
+    "--image-url-allow-network",
+    "image_url_networks",
+    multiple=True,
+    metavar="CIDR",
+    callback=_networks,
+    help="A non-public network image URLs may reach (repeatable; default: public addresses only).",
+)
+@click.option(
     "--default-max-tokens",
     default=64,
     show_default=True,
@@ -114,6 +140,22 @@ def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
     type=click.IntRange(1),
     help="Largest max_tokens a request may ask for (400 above).",
 )
+@click.option(
+    "--max-prompt-chars",
+    default=16_384,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Characters of text per request, checked before anything is tokenised (400 above).",
+)
+@click.option(
+    "--api-key",
+    envvar="OKVQA_API_KEY",
+    show_envvar=True,
+    metavar="KEY",
+    help="Require `Authorization: Bearer KEY` on /v1/* (401 otherwise); the probes stay open. "
+    "Prefer the environment variable: arguments are visible in the process list.",
+)
+@click.option("--enable-docs", is_flag=True, help="Serve /openapi.json and /docs (off: 404).")
 @click.option(
     "--pad-to-square/--no-pad-to-square",
     default=True,
@@ -144,16 +186,22 @@ def serve(
     max_image_pixels: int,
     max_images: int,
     allow_image_urls: bool,
+    image_url_timeout: float,
+    image_url_networks: tuple[str, ...],
     default_max_tokens: int,
     max_tokens_limit: int,
+    max_prompt_chars: int,
+    api_key: str | None,
+    enable_docs: bool,
     pad_to_square: bool,
     cache_dir: Path | None,
     log_level: str,
 ) -> None:
     """Serve a LLaVA model with an OpenAI-compatible API.
 
-    Routes: POST /v1/chat/completions (image_url parts as data: URLs), GET /v1/models, GET /healthz
-    (live), GET /readyz (200 once the model is loaded). Greedy decoding unless temperature > 0.
+    Routes: POST /v1/chat/completions (image_url parts as data: URLs; `stream: true` as Server-Sent
+    Events), GET /v1/models, GET /healthz (live), GET /readyz (200 once the model is loaded). Greedy
+    decoding unless temperature > 0.
     """
     import uvicorn
 
@@ -189,14 +237,21 @@ def serve(
             max_image_pixels=max_image_pixels,
             max_images_per_request=max_images,
             allow_urls=allow_image_urls,
+            url_timeout_s=image_url_timeout,
+            url_allowed_networks=image_url_networks,
         ),
         default_max_tokens=default_max_tokens,
         max_tokens_limit=max_tokens_limit,
         max_batch_size=max_batch_size,
         batch_wait_s=batch_wait_ms / 1000.0,
         max_queue=max_queue,
+        max_prompt_chars=max_prompt_chars,
+        api_key=api_key or None,
+        enable_docs=enable_docs,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.api_key is None:
+        logging.getLogger(__name__).warning("no --api-key (OKVQA_API_KEY): /v1/* is open to any client")
     uvicorn.run(create_app(load, settings), host=host, port=port, log_level=log_level)
 
 

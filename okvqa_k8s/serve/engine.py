@@ -9,13 +9,16 @@ the ones it was fine-tuned on.
 Batches are padded on the left so every row's answer starts at the same column, which is what lets
 one `generate` call serve requests with different prompt lengths; each row is then cut at its own
 `max_tokens` and first end-of-sequence token, so batching never changes an answer.
+
+A request with `on_text` (a streamed one) is told its answer while it is generated: `generate` hands
+each step's token of every row to `RowStreamer`, which passes each streamed row the new text.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ class GenRequest:
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    # Called on the model thread with each new piece of the answer; the pieces join to GenResult.text.
+    on_text: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,58 @@ def check_model_dir(path: Path, what: str = "--model") -> None:
             f"{what} {path}: no {marker} (expected a saved "
             f"{'peft adapter' if what == '--adapter' else 'HF model, e.g. <outputUri>/merged'})"
         )
+
+
+def stable_prefix(text: str) -> str:
+    """The part of a partly decoded answer that more tokens cannot change.
+
+    Decoding is not prefix-stable at the tail: a token can be half a UTF-8 character (shown as
+    U+FFFD until the rest arrives), and tokenizers' space clean-up rewrites ` 's`, ` n't`, ` .` only once
+    the following token is there. Both happen after the tail's last whitespace, so that much is held
+    back, and the answer's leading whitespace is dropped as `GenResult.text` drops it.
+    """
+    text = text.lstrip()
+    cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+    return text[:cut] if cut >= 0 else ""
+
+
+class RowStreamer:
+    """transformers' streamer protocol over a batch: each step's token of every row → that row's
+    `on_text` with the text that became stable, stopping at the row's end-of-sequence or limit."""
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        callbacks: list[Callable[[str], None] | None],
+        limits: list[int],
+        eos_ids: set[int],
+    ) -> None:
+        self.decode = decode
+        self.callbacks = callbacks
+        self.limits = limits
+        self.eos_ids = eos_ids
+        self.ids: list[list[int]] = [[] for _ in callbacks]
+        self.sent = [""] * len(callbacks)
+        self.done = [cb is None for cb in callbacks]
+
+    def put(self, value: Any) -> None:
+        if value.dim() > 1:  # the prompt, put once before the first step
+            return
+        for row, token in enumerate(value.tolist()):
+            if self.done[row]:
+                continue
+            if token in self.eos_ids or len(self.ids[row]) >= self.limits[row]:
+                self.done[row] = True
+                continue
+            self.ids[row].append(token)
+            text = stable_prefix(self.decode(self.ids[row]))
+            callback = self.callbacks[row]
+            if callback is not None and len(text) > len(self.sent[row]) and text.startswith(self.sent[row]):
+                callback(text[len(self.sent[row]) :])
+                self.sent[row] = text
+
+    def end(self) -> None:
+        """The rest of each answer is sent with its result, from the final decode."""
 
 
 class LlavaEngine:
@@ -118,6 +175,10 @@ class LlavaEngine:
     @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
+
+    def decode(self, ids: list[int]) -> str:
+        """Answer tokens → text; streamed pieces and the final answer come from this one decode."""
+        return str(self.processor.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _encode(self, texts: list[str], images: list[Image.Image]) -> Any:
         from okvqa_k8s.train.data import expand_to_square
@@ -183,6 +244,9 @@ class LlavaEngine:
             if temperature > 0
             else {"do_sample": False}
         )
+        callbacks = [requests[i].on_text for i, _, _ in rows]
+        if any(callbacks):
+            sampling["streamer"] = RowStreamer(self.decode, callbacks, limits, self.eos_ids)
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=max(limits), pad_token_id=self.pad_id, **sampling)
         new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
@@ -191,6 +255,6 @@ class LlavaEngine:
             cut = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
             finish = "stop" if cut is not None and cut < limit else "length"
             ids = ids[: cut if finish == "stop" else limit]
-            text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            text = self.decode(ids).strip()
             results.append(GenResult(text, n_prompt, len(ids), finish))
         return results

@@ -130,7 +130,7 @@ class LocalCluster:
         if kind == "PyTorchJob":
             return {**obj, "status": {"conditions": [self._training_condition()]}}
         if kind == "Deployment":
-            return {**obj, "status": self._server_status(name)}
+            return {**obj, "status": self._server_status(name, obj)}
         if kind == "Job" and name in self.job_state:
             cond, message = self.job_state[name]
             return {**obj, "status": {"conditions": [{"type": cond, "status": "True", "message": message}]}}
@@ -152,7 +152,7 @@ class LocalCluster:
             return {"type": "Succeeded", "status": "True", "reason": "AllReplicasSucceeded", "message": ""}
         return {"type": "Running", "status": "True", "reason": "Running", "message": ""}
 
-    def _server_status(self, name: str) -> dict[str, Any]:
+    def _server_status(self, name: str, deployment: Mapping[str, Any]) -> dict[str, Any]:
         procs = self.processes.get(name, [])
         dead = next((p for p in procs if p.proc.poll() is not None), None)
         if dead is not None:
@@ -167,7 +167,10 @@ class LocalCluster:
                     }
                 ]
             }
-        ready = procs and _http_ok(f"http://127.0.0.1:{self.ports[name]}/v1/models")
+        # The kubelet's readiness probe, which needs no API key.
+        (server,) = deployment["spec"]["template"]["spec"]["containers"]
+        path = server["readinessProbe"]["httpGet"]["path"]
+        ready = procs and _http_ok(f"http://127.0.0.1:{self.ports[name]}{path}")
         return {"availableReplicas": 1 if ready else 0}
 
     # -- processes
