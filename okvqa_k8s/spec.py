@@ -225,6 +225,12 @@ class FineTuneSpec(_Model):
     scratch_size: Quantity = Field("200Gi", description="Node-local scratch (dataset copy, checkpoints).")
     shm_size: Quantity = Field("16Gi", description="Size of /dev/shm for dataloader workers and NCCL.")
     backoff_limit: int = Field(3, ge=0, description="Pod restarts before the PyTorchJob fails.")
+    pending_deadline_seconds: int = Field(
+        3600,
+        ge=0,
+        description="Fail the run (PendingDeadlineExceeded) when its PyTorchJob has not started running "
+        "this many seconds after it was created (or resumed by a queue); 0 waits for ever.",
+    )
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 

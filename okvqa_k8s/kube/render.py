@@ -429,6 +429,30 @@ def render_eval_job(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
     }
 
 
+def secret_references(spec: FineTuneSpec) -> dict[str, frozenset[str]]:
+    """Every Secret the run's pods read and the keys read from each (secretKeyRef env, not optional).
+
+    Read off the rendered objects rather than the spec fields, so a Secret a new field mounts is checked
+    without anyone remembering to list it: a missing one would leave the pods in
+    CreateContainerConfigError and the run waiting for ever.
+    """
+    found: dict[str, set[str]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("secretKeyRef")
+            if isinstance(ref, dict) and not ref.get("optional"):
+                found.setdefault(ref["name"], set()).add(ref["key"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(render_children(spec, Owner("run")))
+    return {name: frozenset(keys) for name, keys in sorted(found.items())}
+
+
 def variants(spec: FineTuneSpec) -> tuple[Variant, ...]:
     """Served models: the fine-tuned one, plus the base checkpoint when a before/after score is wanted."""
     return VARIANTS if spec.evaluation.enabled and spec.evaluation.baseline else ("finetuned",)

@@ -73,7 +73,7 @@ class LocalCluster:
     # -- Cluster
 
     def observe(self, run: Run) -> Observed:
-        return observe(self, self.files, run)
+        return observe(self, self.files, run, secrets=False)  # credentials: this machine's env
 
     def apply(self, run: Run, action: Action) -> None:
         """Start what the object describes (a Delete stops it)."""
