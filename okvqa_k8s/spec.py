@@ -25,6 +25,19 @@ QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 Quantity = Annotated[str, Field(pattern=QUANTITY)]
 
 
+def _storage_uri(value: Any) -> Any:
+    """An s3:// (or file://) URI must be one storage can address: a bucket name S3 refuses would
+    otherwise pass here and fail in botocore on every reconcile. Plain paths and hub ids pass."""
+    if isinstance(value, str) and "://" in value:
+        from okvqa_k8s.storage.uri import parse
+
+        try:
+            parse(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class _Model(BaseModel):
     """camelCase on the wire, unknown fields refused (a typo must not silently become a default)."""
 
@@ -41,6 +54,8 @@ class ModelSpec(_Model):
         min_length=1,
         description="HF-native LLaVA checkpoint: a hub id (clusters only), a local path or an s3:// URI.",
     )
+
+    _uri = field_validator("name")(_storage_uri)
     dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Training and serving precision.")
     attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel; flash_attention_2 only when installed in the image."
@@ -88,6 +103,7 @@ class DatasetSpec(_Model):
     eval_split: str = Field("val", description="Split evaluated before and after.")
 
     _spellings = field_validator("categories", mode="before")(_category_codes)
+    _uri = field_validator("uri")(_storage_uri)
 
 
 class LoraSpec(_Model):
@@ -198,6 +214,7 @@ class EvaluationSpec(_Model):
     )
 
     _spellings = field_validator("categories", mode="before")(_category_codes)
+    _uri = field_validator("dataset_uri")(_storage_uri)
 
 
 class FineTuneSpec(_Model):
@@ -233,6 +250,8 @@ class FineTuneSpec(_Model):
     )
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    _uri = field_validator("output_uri")(_storage_uri)
 
     @model_validator(mode="after")
     def _evaluation_needs_inference(self) -> FineTuneSpec:

@@ -16,7 +16,7 @@ from okvqa_k8s.spec import parse_spec
 
 OWNER = Owner("run", "ns", "uid-1")
 NOW = "2025-01-01T00:00:00Z"
-SPEC = {"dataset": {"uri": "s3://b/data"}, "outputUri": "s3://b/runs/run"}
+SPEC = {"dataset": {"uri": "s3://bkt/data"}, "outputUri": "s3://bkt/runs/run"}
 NO_BASE = {**SPEC, "evaluation": {"baseline": False}}
 NO_EVAL = {**SPEC, "evaluation": {"enabled": False}}
 NO_SERVE = {**SPEC, "inference": {"enabled": False}, "evaluation": {"enabled": False}}
@@ -160,7 +160,7 @@ CASES = [
     ),
     Case(
         "dataset prepared with other categories than marked trained",
-        {**SPEC, "dataset": {"uri": "s3://b/data", "categories": ["eight"]}},
+        {**SPEC, "dataset": {"uri": "s3://bkt/data", "categories": ["eight"]}},
         None,
         Observed(eval_set=EVERY_CATEGORY, dataset_manifest=OTHER_DATASET),
         "Failed",
@@ -402,7 +402,7 @@ def test_success_status_has_accuracy_endpoint_model() -> None:
     st = decide(OWNER, SPEC, {"phase": "Evaluating"}, observed, NOW, 3).status
     assert st["accuracy"] == {"finetuned": 61.23, "base": 40.0}
     assert st["endpoint"] == "http://run-serve.ns.svc:8000"
-    assert st["modelUri"] == "s3://b/runs/run/merged" and st["jobName"] == "run"
+    assert st["modelUri"] == "s3://bkt/runs/run/merged" and st["jobName"] == "run"
     assert st["observedGeneration"] == 3
     conds = {c["type"]: c["status"] for c in st["conditions"]}
     assert conds == {
@@ -421,7 +421,7 @@ def test_a_missing_category_is_named_in_the_failure() -> None:
     assert st["phase"] == "Failed" and st["reason"] == "InvalidEvaluationSet"
     assert st["message"] == (
         "evaluation.categories: no questions for 'Science and Technology', 'Weather and Climate' in the "
-        "evaluation set s3://b/data/eval (split val: Plants and Animals 2, Other 5); prepare it with those "
+        "evaluation set s3://bkt/data/eval (split val: Plants and Animals 2, Other 5); prepare it with those "
         "categories (`data prepare --eval-category`) or evaluate only the categories it has"
     )
 
@@ -469,7 +469,7 @@ def test_progress_and_checkpoint_from_storage() -> None:
     observed = replace(
         children(SPEC, job="Running"),
         progress={"step": 7, "total_steps": 40, "loss": 1.25},
-        checkpoint_uri="s3://b/runs/run/checkpoints/checkpoint-5",
+        checkpoint_uri="s3://bkt/runs/run/checkpoints/checkpoint-5",
     )
     st = decide(OWNER, SPEC, {"phase": "Training"}, observed, NOW).status
     assert st["progress"] == "7/40" and st["loss"] == 1.25

@@ -17,7 +17,7 @@ from okvqa_k8s.kube.observe import RunFiles, observe
 from okvqa_k8s.kube.render import Owner, render_configmap, render_pytorchjob
 from okvqa_k8s.spec import parse_spec
 
-SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
+SPEC = {"dataset": {"uri": "s3://bkt/ds"}, "outputUri": "s3://bkt/out"}
 OWNER = Owner("run", "ns")
 NO_FILES = RunFiles(read_json=lambda uri: None, latest_checkpoint=lambda spec: None)
 
@@ -146,7 +146,7 @@ def test_observe_reads_the_manifests_only_before_training_starts() -> None:
     spec = parse_spec(SPEC)
     eval_set = {"counts": {"val": {"per_category": {"Other": 3}}}}
     dataset = {"options": {"category_codes": ["other"]}}
-    stored = {"s3://b/ds/eval/manifest.json": eval_set, "s3://b/ds/manifest.json": dataset}
+    stored = {"s3://bkt/ds/eval/manifest.json": eval_set, "s3://bkt/ds/manifest.json": dataset}
     asked: list[str] = []
 
     def read(uri: str) -> Any:
@@ -156,11 +156,11 @@ def test_observe_reads_the_manifests_only_before_training_starts() -> None:
     files = RunFiles(read_json=read, latest_checkpoint=lambda s: None)
     seen = observe(Reader({}, {}), files, Run(OWNER, SPEC), secrets=False)
     assert seen.eval_set == eval_set and seen.dataset_manifest == dataset
-    assert asked == ["s3://b/ds/eval/manifest.json", "s3://b/ds/manifest.json"]
+    assert asked == ["s3://bkt/ds/eval/manifest.json", "s3://bkt/ds/manifest.json"]
     running = Reader({("PyTorchJob", "run"): render_pytorchjob(spec, OWNER)}, {})
     asked.clear()
     assert observe(running, files, Run(OWNER, SPEC, {"phase": "Training"}), secrets=False).eval_set is None
-    assert asked == ["s3://b/out/progress.json"]
+    assert asked == ["s3://bkt/out/progress.json"]
     off = {**SPEC, "evaluation": {"enabled": False}}
     asked.clear()
     assert observe(Reader({}, {}), files, Run(OWNER, off), secrets=False).eval_set is None and asked == []
