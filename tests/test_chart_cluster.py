@@ -321,7 +321,10 @@ def test_cluster_wide_operator_upgrade_uninstall(
         # No MinIO: its bucket hook Job would wait for a pod kwok never finishes.
         client.CoreV1Api(admin).create_namespaced_secret(
             ns,
-            client.V1Secret(metadata=client.V1ObjectMeta(name="s3"), string_data={"AWS_ACCESS_KEY_ID": "k"}),
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="s3"),
+                string_data={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+            ),
         )
         run_helm(helm, cluster, "install", "wide", str(CHART_DIR), "-n", ns, "--set", "rbac.clusterWide=true",
                  "--set", "minio.enabled=false", "--set", "s3.existingSecret=s3",
