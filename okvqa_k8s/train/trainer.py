@@ -275,6 +275,8 @@ class _Run:
         engine.save_checkpoint(str(self.ckpt_root), tag=tag, exclude_frozen_parameters=True)
         if self.env.is_main:
             atomic_write_json(self.ckpt_root / tag / ckpt.TRAINER_STATE, asdict(state))
+        if self.env.is_main:  # before the barrier: no node uploads (or marks) this tag until it is done
+            ckpt.clear_markers(_join(self.ckpt_uri, tag), self.env.nnodes)
         self.barrier()  # every rank's shard is on its node's disk
         if self.env.is_local_main:
             ckpt.upload_node_checkpoint(self.ckpt_root / tag, _join(self.ckpt_uri, tag), self.env.node_rank)
