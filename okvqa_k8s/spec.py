@@ -188,6 +188,10 @@ class InferenceSpec(_Model):
     port: int = Field(8000, ge=1, le=65535)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     gpus: int = Field(1, ge=0, description="nvidia.com/gpu per replica (0 for CPU).")
+    model_volume_size: Quantity = Field(
+        "64Gi",
+        description="sizeLimit of the server's model volume (the model pulled from storage or the hub).",
+    )
 
 
 class EvaluationSpec(_Model):
@@ -211,6 +215,9 @@ class EvaluationSpec(_Model):
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     baseline: bool = Field(
         True, description="Also serve and score the base checkpoint, for the before/after comparison."
+    )
+    work_volume_size: Quantity = Field(
+        "20Gi", description="sizeLimit of the evaluation Job's work volume (evaluation set, predictions)."
     )
 
     _spellings = field_validator("categories", mode="before")(_category_codes)
@@ -241,6 +248,11 @@ class FineTuneSpec(_Model):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     scratch_size: Quantity = Field("200Gi", description="Node-local scratch (dataset copy, checkpoints).")
     shm_size: Quantity = Field("16Gi", description="Size of /dev/shm for dataloader workers and NCCL.")
+    tmp_size: Quantity = Field(
+        "4Gi",
+        description="sizeLimit of /tmp in every pod of the run, where HOME and the torch, Triton and "
+        "matplotlib caches point (the root filesystem is read-only).",
+    )
     backoff_limit: int = Field(3, ge=0, description="Pod restarts before the PyTorchJob fails.")
     pending_deadline_seconds: int = Field(
         3600,

@@ -84,7 +84,9 @@ def run_helm(helm: str, cluster: ControlPlane, *args: str) -> subprocess.Complet
 def new_namespace(admin: client.ApiClient, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(admin)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # Pod Security `restricted` enforced by the API server, as a production namespace would.
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     wait_for(
         "the default ServiceAccount",
         lambda: status_of(lambda: core.read_namespaced_service_account("default", name)) == 200,
