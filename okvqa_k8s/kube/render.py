@@ -141,7 +141,8 @@ def _hardened(pod: dict[str, Any], spec: FineTuneSpec) -> dict[str, Any]:
     pod["automountServiceAccountToken"] = False
     pod.setdefault("volumes", []).append({"name": "tmp", "emptyDir": {"sizeLimit": spec.tmp_size}})
     for container in [*pod.get("initContainers", []), *pod["containers"]]:
-        container.setdefault("volumeMounts", []).append({"name": "tmp", "mountPath": TMP})
+        # New lists: containers built from one another (the eval Job's upload) share theirs.
+        container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "tmp", "mountPath": TMP}]
         own = {item["name"] for item in container.get("env", [])}
         writable = [{"name": k, "value": v} for k, v in WRITABLE_ENV.items() if k not in own]
         container["env"] = [*writable, *container.get("env", [])]
