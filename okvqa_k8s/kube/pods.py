@@ -73,7 +73,7 @@ def waiting_summary(pods: Iterable[Mapping[str, Any]]) -> str:
                 f"{name}: {unscheduled.get('reason', 'Unschedulable')}: {unscheduled.get('message', '')}"
             )
             continue
-        waiting = [f"{c['name']} {w.get('reason', 'waiting')}" for p, c, w in _waiting([pod]) if p is pod]
+        waiting = [f"{c['name']} {w.get('reason', 'waiting')}" for _, c, w in _waiting([pod])]
         if waiting:
             parts.append(f"{name}: {', '.join(waiting)}")
     return "; ".join(parts) or "no pod was created"
