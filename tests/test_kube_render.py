@@ -212,7 +212,9 @@ def test_every_pod_runs_without_a_token_on_a_read_only_root_with_sized_scratch_s
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert mounts["/tmp"] == "tmp"
-            assert len(mounts) == len(container["volumeMounts"]), "the API server refuses a path mounted twice"
+            assert len(mounts) == len(container["volumeMounts"]), (
+                "the API server refuses a path mounted twice"
+            )
             assert len({e["name"] for e in container["env"]}) == len(container["env"])
             env = {e["name"]: e.get("value") for e in container["env"]}
             for name in (
