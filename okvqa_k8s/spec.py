@@ -26,6 +26,19 @@ QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 Quantity = Annotated[str, Field(pattern=QUANTITY)]
 
 
+def _storage_uri(value: Any) -> Any:
+    """An s3:// (or file://) URI must be one storage can address: a bucket name S3 refuses would
+    otherwise pass here and fail in botocore on every reconcile. Plain paths and hub ids pass."""
+    if isinstance(value, str) and "://" in value:
+        from okvqa_k8s.storage.uri import parse
+
+        try:
+            parse(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class _Model(BaseModel):
     """camelCase on the wire, unknown fields refused (a typo must not silently become a default)."""
 
@@ -42,6 +55,8 @@ class ModelSpec(_Model):
         min_length=1,
         description="HF-native LLaVA checkpoint: a hub id (clusters only), a local path or an s3:// URI.",
     )
+
+    _uri = field_validator("name")(_storage_uri)
     dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Training and serving precision.")
     attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel; flash_attention_2 only when installed in the image."
@@ -89,6 +104,7 @@ class DatasetSpec(_Model):
     eval_split: str = Field("val", description="Split evaluated before and after.")
 
     _spellings = field_validator("categories", mode="before")(_category_codes)
+    _uri = field_validator("uri")(_storage_uri)
 
 
 class LoraSpec(_Model):
@@ -220,6 +236,10 @@ class InferenceSpec(_Model):
         description="Clients the run's NetworkPolicy admits to the servers' port besides its evaluation "
         "Job; empty: no one else.",
     )
+    model_volume_size: Quantity = Field(
+        "64Gi",
+        description="sizeLimit of the server's model volume (the model pulled from storage or the hub).",
+    )
 
 
 class EvaluationSpec(_Model):
@@ -249,8 +269,12 @@ class EvaluationSpec(_Model):
         description="VQA accuracy version: official (GT-Vision-Lab/VQA vqaEval.py as it is now, a013f00) "
         "or vqaeval-2017 (the older copy many published OK-VQA numbers used).",
     )
+    work_volume_size: Quantity = Field(
+        "20Gi", description="sizeLimit of the evaluation Job's work volume (evaluation set, predictions)."
+    )
 
     _spellings = field_validator("categories", mode="before")(_category_codes)
+    _uri = field_validator("dataset_uri")(_storage_uri)
 
 
 class FineTuneSpec(_Model):
@@ -277,9 +301,22 @@ class FineTuneSpec(_Model):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     scratch_size: Quantity = Field("200Gi", description="Node-local scratch (dataset copy, checkpoints).")
     shm_size: Quantity = Field("16Gi", description="Size of /dev/shm for dataloader workers and NCCL.")
+    tmp_size: Quantity = Field(
+        "4Gi",
+        description="sizeLimit of /tmp in every pod of the run, where HOME and the torch, Triton and "
+        "matplotlib caches point (the root filesystem is read-only).",
+    )
     backoff_limit: int = Field(3, ge=0, description="Pod restarts before the PyTorchJob fails.")
+    pending_deadline_seconds: int = Field(
+        3600,
+        ge=0,
+        description="Fail the run (PendingDeadlineExceeded) when its PyTorchJob has not started running "
+        "this many seconds after it was created (or resumed by a queue); 0 waits for ever.",
+    )
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    _uri = field_validator("output_uri")(_storage_uri)
 
     @model_validator(mode="after")
     def _evaluation_needs_inference(self) -> FineTuneSpec:

@@ -84,7 +84,9 @@ def run_helm(helm: str, cluster: ControlPlane, *args: str) -> subprocess.Complet
 def new_namespace(admin: client.ApiClient, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(admin)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # Pod Security `restricted` enforced by the API server, as a production namespace would.
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     wait_for(
         "the default ServiceAccount",
         lambda: status_of(lambda: core.read_namespaced_service_account("default", name)) == 200,
@@ -322,7 +324,10 @@ def test_cluster_wide_operator_upgrade_uninstall(
         # No MinIO: its bucket hook Job would wait for a pod kwok never finishes.
         client.CoreV1Api(admin).create_namespaced_secret(
             ns,
-            client.V1Secret(metadata=client.V1ObjectMeta(name="s3"), string_data={"AWS_ACCESS_KEY_ID": "k"}),
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="s3"),
+                string_data={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+            ),
         )
         run_helm(helm, cluster, "install", "wide", str(CHART_DIR), "-n", ns, "--set", "rbac.clusterWide=true",
                  "--set", "minio.enabled=false", "--set", "s3.existingSecret=s3",
@@ -375,3 +380,47 @@ def test_secret_keys_survive_upgrade(helm: str, cluster: ControlPlane, admin: cl
         subprocess.run([helm, "uninstall", "keys", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)],
                        capture_output=True, timeout=300, check=False)  # fmt: skip
         core.delete_namespace(ns)
+
+
+def test_children_with_block_owner_deletion_need_the_finalizers_rule(
+    installed: str, cluster: ControlPlane, admin: client.ApiClient, tmp_path: Path
+) -> None:
+    """The test API server enforces OwnerReferencesPermissionEnforcement (as OpenShift does): a child
+    whose ownerReference sets blockOwnerDeletion is admitted for the chart's ServiceAccount, and refused
+    with 403 for one granted every operator rule but `finetunes/finalizers` update."""
+    ns = installed
+    fine_tune = client.CustomObjectsApi(admin).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, RUN)
+    owner = client.V1OwnerReference(
+        api_version=f"{GROUP}/{VERSION}", kind="FineTune", name=RUN, uid=fine_tune["metadata"]["uid"],
+        controller=True, block_owner_deletion=True,
+    )  # fmt: skip
+
+    def child(name: str) -> client.V1ConfigMap:
+        return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, owner_references=[owner]))
+
+    rbac = client.RbacAuthorizationV1Api(admin)
+    lacking = [r for r in operator_rules() if not any(res.endswith("/finalizers") for res in r["resources"])]
+    assert len(lacking) == len(operator_rules()) - 1
+    client.CoreV1Api(admin).create_namespaced_service_account(
+        ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="no-finalizers"))
+    )
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "no-finalizers"}, "rules": lacking})
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "no-finalizers"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-finalizers"},
+            "subjects": [{"kind": "ServiceAccount", "name": "no-finalizers", "namespace": ns}],
+        },
+    )
+    chart_sa = config.new_client_from_config(
+        config_file=str(sa_kubeconfig(cluster, admin, ns, "okvqa", tmp_path / "sa"))
+    )
+    without = config.new_client_from_config(
+        config_file=str(sa_kubeconfig(cluster, admin, ns, "no-finalizers", tmp_path / "without"))
+    )
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(without).create_namespaced_config_map(ns, child("refused-child"))
+    assert refused.value.status == 403 and "blockOwnerDeletion" in str(refused.value.body)
+    client.CoreV1Api(chart_sa).create_namespaced_config_map(ns, child("admitted-child"))
+    client.CoreV1Api(admin).delete_namespaced_config_map("admitted-child", ns)

@@ -394,22 +394,22 @@ def test_notes_tell_what_to_run_next(helm: str) -> None:
         (
             [
                 "--set-json",
-                'finetunes=[{"name":"Tiny","spec":{"dataset":{"uri":"s3://b/d"},"outputUri":"s3://b/o"}}]',
+                'finetunes=[{"name":"Tiny","spec":{"dataset":{"uri":"s3://bkt/d"},"outputUri":"s3://bkt/o"}}]',
             ],
             "name",
         ),
         (
             [
                 "--set-json",
-                'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://b/d"},"outputUri":"s3://b/o","nodes":0}}]',
+                'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://bkt/d"},"outputUri":"s3://bkt/o","nodes":0}}]',
             ],
             "nodes",
         ),
-        (["--set-json", 'finetunes=[{"name":"t","spec":{"outputUri":"s3://b/o"}}]'], "dataset"),
+        (["--set-json", 'finetunes=[{"name":"t","spec":{"outputUri":"s3://bkt/o"}}]'], "dataset"),
         (
             [
                 "--set-json",
-                'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://b/d"},"outputUri":"s3://b/o",'
+                'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://bkt/d"},"outputUri":"s3://bkt/o",'
                 '"training":{"learningRat":0.1}}}]',
             ],
             "learningRat",
@@ -433,14 +433,14 @@ def test_template_guards(helm: str) -> None:
         "--set",
         "rbac.watchNamespace=research",
         "--set-json",
-        'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://b/d"},"outputUri":"s3://b/o"}}]',
+        'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://bkt/d"},"outputUri":"s3://bkt/o"}}]',
     )
     assert "rbac.watchNamespace" in err
     err = refusal(
         helm,
         "--set-json",
-        'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://b/d"},'
-        '"outputUri":"s3://b/o"}},{"name":"t","spec":{"dataset":{"uri":"s3://b/d"},"outputUri":"s3://b/x"}}]',
+        'finetunes=[{"name":"t","spec":{"dataset":{"uri":"s3://bkt/d"},'
+        '"outputUri":"s3://bkt/o"}},{"name":"t","spec":{"dataset":{"uri":"s3://bkt/d"},"outputUri":"s3://bkt/x"}}]',
     )
     assert "twice" in err
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube.cli import COMMANDS, format_table, status_rows
 
-SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/runs/x", "nodes": 2}
+SPEC = {"dataset": {"uri": "s3://bkt/ds"}, "outputUri": "s3://bkt/runs/x", "nodes": 2}
 
 
 def run(args: list[str], **kwargs: object):
@@ -144,7 +144,7 @@ def test_submit_refuses_categories_the_evaluation_set_lacks(small_dataset: Path,
     assert f"in the evaluation set {small_dataset / 'eval'} (split val: Plants and Animals " in message
     assert len(message.splitlines()) == 1 and "'Plants and Animals'" not in message
     # the same before staging for a cluster: nothing is uploaded, no FineTune is created
-    to_s3 = {**local, "outputUri": "s3://b/runs/x"}
+    to_s3 = {**local, "outputUri": "s3://bkt/runs/x"}
     assert _submit_fails(tmp_path, to_s3).startswith("evaluation.categories: no questions for ")
     # the categories it has are fine as far as the check goes (then --local needs no cluster: not run)
     from okvqa_k8s.kube.cli import check_evaluation_set

@@ -61,7 +61,9 @@ def kube(cluster: Any) -> Kube:
 @pytest.fixture
 def namespace(kube: Kube) -> Iterator[str]:
     name = f"ft-{uuid.uuid4().hex[:8]}"
-    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pod Security `restricted` enforced by the API server: every pod the run creates must pass it.
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
     wait_for("the default ServiceAccount", lambda: kube.get("v1", "ServiceAccount", name, "default"), 30)
     yield name
     kube.delete("v1", "Namespace", None, name)
@@ -563,3 +565,56 @@ def test_submit_without_operator_drives_the_run_from_the_cli(
         )
     again = okvqa(cluster, "delete", "solo", "-n", namespace)
     assert again.returncode == 2 and "not found, and no objects labelled okvqa.dev/run=solo" in again.stderr
+
+
+def test_a_missing_secret_fails_the_run_before_anything_is_created(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """storage.credentialsSecret names a Secret that is not there (then one lacking a key): the run fails
+    with SecretNotFound naming it, instead of pods waiting in CreateContainerConfigError for ever."""
+    for name, secret in (("nosecret", None), ("nokey", {"AWS_ACCESS_KEY_ID": "AKIA-NEVER-SHOWN"})):
+        if secret is not None:
+            kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": f"{name}-s3", "namespace": namespace},
+                    "stringData": secret,
+                }
+            )
+        doc = spec_doc(tmp_path / name, storage={"credentialsSecret": f"{name}-s3"})
+        meta = {"name": name, "namespace": namespace}
+        kube.create({"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta, "spec": doc})
+        assert Reconciler(KubernetesCluster(kube)).reconcile(namespace, name) == "Failed"
+        status = finetune(kube, namespace, name)["status"]
+        assert status["reason"] == "SecretNotFound"
+        assert f"Secret {namespace}/{name}-s3" in status["message"]
+        assert ("not found" if secret is None else "has no key AWS_SECRET_ACCESS_KEY") in status["message"]
+        assert "AKIA-NEVER-SHOWN" not in json.dumps(status)
+        assert "SecretNotFound" in event_reasons(kube, namespace, name)
+        assert kube.get("v1", "ConfigMap", namespace, f"{name}-spec") is None
+        assert kube.get("kubeflow.org/v1", "PyTorchJob", namespace, name) is None
+
+
+def test_a_same_named_object_the_run_does_not_own_is_refused(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """A ConfigMap `<run>-spec` made by hand (no owner) is neither adopted nor replaced: the run fails
+    with NotOwned naming it, and creates nothing."""
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "taken-spec", "namespace": namespace},
+            "data": {"spec.yaml": "not this run's"},
+        }
+    )
+    meta = {"name": "taken", "namespace": namespace}
+    doc = spec_doc(tmp_path / "out")
+    kube.create({"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta, "spec": doc})
+    assert Reconciler(KubernetesCluster(kube)).reconcile(namespace, "taken") == "Failed"
+    status = finetune(kube, namespace, "taken")["status"]
+    assert status["reason"] == "NotOwned"
+    assert f"ConfigMap {namespace}/taken-spec is owned by nobody" in status["message"]
+    assert kube.get("v1", "ConfigMap", namespace, "taken-spec")["data"] == {"spec.yaml": "not this run's"}
+    assert kube.get("kubeflow.org/v1", "PyTorchJob", namespace, "taken") is None

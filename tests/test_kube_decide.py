@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from okvqa_k8s.data.categories import CATEGORIES
-from okvqa_k8s.kube.decide import Create, Delete, Observed, decide, fail
+from okvqa_k8s.kube.decide import Create, Delete, Foreign, Observed, decide, fail
 from okvqa_k8s.kube.pods import TIMESTAMP
 from okvqa_k8s.kube.render import (
     Owner,
@@ -23,7 +23,7 @@ from okvqa_k8s.spec import parse_spec
 
 OWNER = Owner("run", "ns", "uid-1")
 NOW = "2025-01-01T00:00:00Z"
-SPEC = {"dataset": {"uri": "s3://b/data"}, "outputUri": "s3://b/runs/run"}
+SPEC = {"dataset": {"uri": "s3://bkt/data"}, "outputUri": "s3://bkt/runs/run"}
 NO_BASE = {**SPEC, "evaluation": {"baseline": False}}
 NO_EVAL = {**SPEC, "evaluation": {"enabled": False}}
 NO_SERVE = {**SPEC, "inference": {"enabled": False}, "evaluation": {"enabled": False}}
@@ -169,7 +169,7 @@ CASES = [
     ),
     Case(
         "dataset prepared with other categories than marked trained",
-        {**SPEC, "dataset": {"uri": "s3://b/data", "categories": ["eight"]}},
+        {**SPEC, "dataset": {"uri": "s3://bkt/data", "categories": ["eight"]}},
         None,
         Observed(eval_set=EVERY_CATEGORY, dataset_manifest=OTHER_DATASET),
         "Failed",
@@ -421,7 +421,7 @@ def test_success_status_has_accuracy_endpoint_model() -> None:
     st = decide(OWNER, SPEC, {"phase": "Evaluating"}, observed, NOW, 3).status
     assert st["accuracy"] == {"finetuned": 61.23, "base": 40.0}
     assert st["endpoint"] == "http://run-serve.ns.svc:8000"
-    assert st["modelUri"] == "s3://b/runs/run/merged" and st["jobName"] == "run"
+    assert st["modelUri"] == "s3://bkt/runs/run/merged" and st["jobName"] == "run"
     assert st["observedGeneration"] == 3
     conds = {c["type"]: c["status"] for c in st["conditions"]}
     assert conds == {
@@ -440,7 +440,7 @@ def test_a_missing_category_is_named_in_the_failure() -> None:
     assert st["phase"] == "Failed" and st["reason"] == "InvalidEvaluationSet"
     assert st["message"] == (
         "evaluation.categories: no questions for 'Science and Technology', 'Weather and Climate' in the "
-        "evaluation set s3://b/data/eval (split val: Plants and Animals 2, Other 5); prepare it with those "
+        "evaluation set s3://bkt/data/eval (split val: Plants and Animals 2, Other 5); prepare it with those "
         "categories (`data prepare --eval-category`) or evaluate only the categories it has"
     )
 
@@ -489,7 +489,7 @@ def test_progress_and_checkpoint_from_storage() -> None:
     observed = replace(
         children(SPEC, job="Running"),
         progress={"step": 7, "total_steps": 40, "loss": 1.25},
-        checkpoint_uri="s3://b/runs/run/checkpoints/checkpoint-5",
+        checkpoint_uri="s3://bkt/runs/run/checkpoints/checkpoint-5",
     )
     st = decide(OWNER, SPEC, {"phase": "Training"}, observed, NOW).status
     assert st["progress"] == "7/40" and st["loss"] == 1.25
@@ -557,3 +557,132 @@ def test_image_pull_failure_names_pod_container_and_image() -> None:
     )
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == "ImagePullFailed"
+
+
+SECRET_SPEC = {**SPEC, "storage": {"credentialsSecret": "s3-keys"}}
+BOTH_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+
+
+@pytest.mark.parametrize(
+    ("secret_keys", "want_phase", "want_message"),
+    [
+        (None, "Pending", None),  # not readable from here: nothing refused
+        ({"s3-keys": BOTH_KEYS | {"extra"}}, "Pending", None),
+        (
+            {},
+            "Failed",
+            "storage.credentialsSecret: Secret ns/s3-keys not found "
+            "(the pods read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY from it)",
+        ),
+        (
+            {"s3-keys": frozenset({"AWS_ACCESS_KEY_ID"})},
+            "Failed",
+            "storage.credentialsSecret: Secret ns/s3-keys has no key AWS_SECRET_ACCESS_KEY",
+        ),
+    ],
+)
+def test_a_missing_secret_or_key_fails_the_run_before_anything_is_created(
+    secret_keys: dict[str, frozenset[str]] | None, want_phase: str, want_message: str | None
+) -> None:
+    decision = decide(OWNER, SECRET_SPEC, None, Observed(secret_keys=secret_keys), NOW, 1)
+    assert decision.status["phase"] == want_phase
+    if want_message is None:
+        assert [describe(a) for a in decision.actions] == [
+            "create ConfigMap/run-spec",
+            "create PyTorchJob/run",
+        ]
+        return
+    assert decision.actions == []
+    assert decision.status["reason"] == "SecretNotFound" and decision.status["message"] == want_message
+    assert [e.reason for e in decision.events] == ["SecretNotFound"]
+
+
+def test_a_pod_that_kubelet_cannot_configure_fails_the_run_after_the_grace_period() -> None:
+    """A Secret deleted after the run started: CreateContainerConfigError is retried by kubelet for ever."""
+    stuck = pod("run-serve-abc", "CreateContainerConfigError", age=30, container="server")
+    stuck["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = 'secret "s3-keys" not found'
+    observed = with_pods(children(SPEC, job="Succeeded", served=False), stuck)
+    assert decide(OWNER, SPEC, {"phase": "Serving"}, observed, NOW, 1).status["phase"] == "Serving"
+    stuck["metadata"]["creationTimestamp"] = "2024-12-31T23:50:00Z"
+    st = decide(OWNER, SPEC, {"phase": "Serving"}, observed, NOW, 1).status
+    assert (st["phase"], st["reason"]) == ("Failed", "SecretNotFound")
+    assert st["message"] == 'pod ns/run-serve-abc container server: secret "s3-keys" not found'
+    stuck["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = 'configmap "x" not found'
+    assert (
+        decide(OWNER, SPEC, {"phase": "Serving"}, observed, NOW, 1).status["reason"] == "ContainerConfigError"
+    )
+
+
+def pending_job(created: str, spec_doc: dict[str, Any] = SPEC, **extra: Any) -> Observed:
+    observed = children(spec_doc)
+    job = {**observed.job, "metadata": {**observed.job["metadata"], "creationTimestamp": created}, **extra}
+    unscheduled = {
+        "metadata": {"name": "run-master-0", "namespace": "ns"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ]
+        },
+    }
+    return replace(observed, job=job, pods=(unscheduled,))
+
+
+def test_a_run_pending_past_its_deadline_fails_naming_why_its_pods_wait() -> None:
+    just_in_time = decide(OWNER, SPEC, {"phase": "Pending"}, pending_job("2024-12-31T23:00:01Z"), NOW, 1)
+    assert just_in_time.status["phase"] == "Pending"
+    late = decide(OWNER, SPEC, {"phase": "Pending"}, pending_job("2024-12-31T23:00:00Z"), NOW, 1)
+    assert (late.status["phase"], late.status["reason"]) == ("Failed", "PendingDeadlineExceeded")
+    assert late.status["message"] == (
+        "PyTorchJob run is not running 3600 s after it was created (pendingDeadlineSeconds 3600): "
+        "run-master-0: Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    )
+    never = {**SPEC, "pendingDeadlineSeconds": 0}
+    assert (
+        decide(OWNER, never, {"phase": "Pending"}, pending_job("2024-01-01T00:00:00Z", never), NOW, 1).status[
+            "phase"
+        ]
+        == "Pending"
+    )
+
+
+def test_time_held_by_a_queue_does_not_count_towards_the_pending_deadline() -> None:
+    """Kueue suspends a PyTorchJob until it has quota: waiting then is not a stall; the clock starts
+    when the job is resumed."""
+    old = "2024-12-01T00:00:00Z"
+    suspended = pending_job(old, spec={"runPolicy": {"suspend": True}})
+    assert decide(OWNER, SPEC, {"phase": "Pending"}, suspended, NOW, 1).status["phase"] == "Pending"
+    resumed_cond = {"type": "Suspended", "status": "False", "lastTransitionTime": "2024-12-31T23:30:00Z"}
+    resumed = pending_job(old, status={"conditions": [resumed_cond]})
+    assert decide(OWNER, SPEC, {"phase": "Pending"}, resumed, NOW, 1).status["phase"] == "Pending"
+    resumed_cond["lastTransitionTime"] = "2024-12-31T22:00:00Z"
+    st = decide(OWNER, SPEC, {"phase": "Pending"}, resumed, NOW, 1).status
+    assert st["reason"] == "PendingDeadlineExceeded" and "7200 s after it was resumed" in st["message"]
+
+
+def test_children_owned_by_someone_else_are_refused_not_adopted() -> None:
+    leftover = Foreign("PyTorchJob", "run", "FineTune", "run")
+    waiting = decide(OWNER, SPEC, None, Observed(foreign=(leftover,)), NOW, 1)
+    assert waiting.actions == [] and waiting.status["phase"] == "Pending"
+    assert (
+        waiting.status["reason"] == "NotOwned"
+        and "waiting for the garbage collector" in waiting.status["message"]
+    )
+    ready = next(c for c in waiting.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotOwned")
+
+    for stranger, owned_by in [
+        (Foreign("Deployment", "run-serve"), "nobody"),
+        (Foreign("PyTorchJob", "run", "FineTune", "another"), "FineTune another"),
+    ]:
+        refused = decide(OWNER, SPEC, {"phase": "Training"}, Observed(foreign=(leftover, stranger)), NOW, 1)
+        assert refused.actions == [] and refused.status["phase"] == "Failed"
+        assert refused.status["reason"] == "NotOwned" and [e.reason for e in refused.events] == ["NotOwned"]
+        assert f"{stranger.kind} ns/{stranger.name} is owned by {owned_by}" in refused.status["message"]
+    # a run without a FineTune (--no-operator) never waits for a FineTune's objects: it refuses them
+    no_operator = decide(Owner("run", "ns"), SPEC, None, Observed(foreign=(leftover,)), NOW, 1)
+    assert no_operator.status["reason"] == "NotOwned" and no_operator.status["phase"] == "Failed"

@@ -17,7 +17,7 @@ from okvqa_k8s.kube.observe import RunFiles, observe
 from okvqa_k8s.kube.render import Owner, render_configmap, render_pytorchjob
 from okvqa_k8s.spec import parse_spec
 
-SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
+SPEC = {"dataset": {"uri": "s3://bkt/ds"}, "outputUri": "s3://bkt/out"}
 OWNER = Owner("run", "ns")
 NO_FILES = RunFiles(read_json=lambda uri: None, latest_checkpoint=lambda spec: None)
 
@@ -127,16 +127,16 @@ def test_observe_finds_children_by_name_and_lists_every_pod_of_the_run_once() ->
         },
     )
     files = RunFiles(read_json=lambda uri: {"step": 1, "total_steps": 2}, latest_checkpoint=lambda s: None)
-    seen = observe(reader, files, Run(owned, SPEC, {"phase": "Training"}))
+    seen = observe(reader, files, Run(owned, SPEC, {"phase": "Training"}), secrets=False)
     assert seen.configmap is not None and seen.job is not None and seen.eval_job is None
     assert [p["metadata"]["name"] for p in seen.pods] == ["run-master-0", "run-serve-abc", "run-worker-0"]
     assert seen.progress == {"step": 1, "total_steps": 2}
 
     # another FineTune's leftover ConfigMap is never adopted; a finished run reads no pods or files
     stranger = Owner("run", "ns", "uid-2")
-    assert observe(reader, NO_FILES, Run(stranger, SPEC)).configmap is None
+    assert observe(reader, NO_FILES, Run(stranger, SPEC), secrets=False).configmap is None
     reader.selectors.clear()
-    done = observe(reader, files, Run(owned, SPEC, {"phase": "Succeeded"}))
+    done = observe(reader, files, Run(owned, SPEC, {"phase": "Succeeded"}), secrets=False)
     assert done.pods == () and done.progress is None and reader.selectors == []
 
 
@@ -146,7 +146,7 @@ def test_observe_reads_the_manifests_only_before_training_starts() -> None:
     spec = parse_spec(SPEC)
     eval_set = {"counts": {"val": {"per_category": {"Other": 3}}}}
     dataset = {"options": {"category_codes": ["other"]}}
-    stored = {"s3://b/ds/eval/manifest.json": eval_set, "s3://b/ds/manifest.json": dataset}
+    stored = {"s3://bkt/ds/eval/manifest.json": eval_set, "s3://bkt/ds/manifest.json": dataset}
     asked: list[str] = []
 
     def read(uri: str) -> Any:
@@ -154,13 +154,61 @@ def test_observe_reads_the_manifests_only_before_training_starts() -> None:
         return stored.get(uri)
 
     files = RunFiles(read_json=read, latest_checkpoint=lambda s: None)
-    seen = observe(Reader({}, {}), files, Run(OWNER, SPEC))
+    seen = observe(Reader({}, {}), files, Run(OWNER, SPEC), secrets=False)
     assert seen.eval_set == eval_set and seen.dataset_manifest == dataset
-    assert asked == ["s3://b/ds/eval/manifest.json", "s3://b/ds/manifest.json"]
+    assert asked == ["s3://bkt/ds/eval/manifest.json", "s3://bkt/ds/manifest.json"]
     running = Reader({("PyTorchJob", "run"): render_pytorchjob(spec, OWNER)}, {})
     asked.clear()
-    assert observe(running, files, Run(OWNER, SPEC, {"phase": "Training"})).eval_set is None
-    assert asked == ["s3://b/out/progress.json"]
+    assert observe(running, files, Run(OWNER, SPEC, {"phase": "Training"}), secrets=False).eval_set is None
+    assert asked == ["s3://bkt/out/progress.json"]
     off = {**SPEC, "evaluation": {"enabled": False}}
     asked.clear()
-    assert observe(Reader({}, {}), files, Run(OWNER, off)).eval_set is None and asked == []
+    assert observe(Reader({}, {}), files, Run(OWNER, off), secrets=False).eval_set is None and asked == []
+
+
+def test_observe_reads_only_the_key_names_of_the_secrets_the_pods_read() -> None:
+    """Before training starts, each Secret a rendered pod reads is looked up; only its key names are
+    kept (never a value), and a backend whose pods read no Secret (local) looks nothing up."""
+    doc = {**SPEC, "storage": {"credentialsSecret": "s3-keys"}}
+    secret = {"metadata": {"name": "s3-keys"}, "data": {"AWS_ACCESS_KEY_ID": "c2VjcmV0"}}
+    reader = Reader({("Secret", "s3-keys"): secret}, {})
+    seen = observe(reader, NO_FILES, Run(OWNER, doc), secrets=True)
+    assert seen.secret_keys == {"s3-keys": frozenset({"AWS_ACCESS_KEY_ID"})}
+    assert "c2VjcmV0" not in repr(seen)
+    assert observe(Reader({}, {}), NO_FILES, Run(OWNER, doc), secrets=True).secret_keys == {}
+    assert observe(reader, NO_FILES, Run(OWNER, doc), secrets=False).secret_keys is None
+
+    class Forbidden(Reader):
+        def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+            if kind == "Secret":
+                raise PermanentError("403 Forbidden")
+            return super().get(api_version, kind, namespace, name)
+
+    assert observe(Forbidden({}, {}), NO_FILES, Run(OWNER, doc), secrets=True).secret_keys is None
+    spec = parse_spec(doc)
+    running = Reader(
+        {("PyTorchJob", "run"): render_pytorchjob(spec, OWNER), ("Secret", "s3-keys"): secret}, {}
+    )
+    assert (
+        observe(running, NO_FILES, Run(OWNER, doc, {"phase": "Training"}), secrets=True).secret_keys is None
+    )
+
+
+def test_observe_never_adopts_a_same_named_child_it_does_not_own() -> None:
+    """Another FineTune's child, or an unowned one, is recorded as foreign and not returned as a child;
+    a run without a FineTune (`--no-operator`) owns exactly the unowned ones."""
+    spec = parse_spec(SPEC)
+    mine, other = Owner("run", "ns", "uid-1"), Owner("run", "ns", "uid-0")
+    objects = {
+        ("PyTorchJob", "run"): render_pytorchjob(spec, other),
+        ("ConfigMap", "run-spec"): render_configmap(spec, Owner("run", "ns")),
+    }
+    seen = observe(Reader(objects, {}), NO_FILES, Run(mine, SPEC), secrets=False)
+    assert seen.job is None and seen.configmap is None
+    assert [(f.kind, f.owner_kind, f.owner_name) for f in seen.foreign] == [
+        ("ConfigMap", None, None),
+        ("PyTorchJob", names.KIND, "run"),
+    ]
+    unowned = observe(Reader(objects, {}), NO_FILES, Run(Owner("run", "ns"), SPEC), secrets=False)
+    assert unowned.configmap is not None and unowned.job is None
+    assert [(f.kind, f.owner_kind) for f in unowned.foreign] == [("PyTorchJob", names.KIND)]

@@ -140,3 +140,25 @@ def test_submit_local_runs_rendered_job_then_serves_and_evaluates(
     assert figure["delta"] == round(figure["finetuned"] - figure["base"], 2)
     assert compare["summary"]["untrained"].endswith(f" pp on {len(untrained)} questions")
     assert compare["summary"]["untrained"] in status["message"]
+
+
+def test_local_processes_keep_the_hosts_home_and_caches(tmp_path: Path) -> None:
+    """A pod points HOME and its caches at /tmp because its root filesystem is read-only; a local
+    replica of the same container keeps this machine's HOME and caches, and the container's own env."""
+    import os
+    import sys
+
+    from okvqa_k8s.kube.backends.local import LocalCluster
+
+    job = render_pytorchjob(parse_spec(SPEC), Owner("run"))
+    (container,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    probe = (
+        "import os; print(os.environ['HOME'], os.environ.get('TRITON_CACHE_DIR'), os.environ['OKVQA_RUN'])"
+    )
+    container = {**container, "command": [sys.executable, "-c", probe]}
+    host = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "me")}
+    local = LocalCluster(root=tmp_path / "run", host_env=host)
+    proc = local._spawn("x", "probe", container, container_env(container, host), {})
+    assert proc.proc.wait(60) == 0
+    assert proc.log.read_text().split() == [str(tmp_path / "me"), "None", "run"]

@@ -12,7 +12,7 @@ from okvqa_k8s.kube.client import ApiError, api_error
 from okvqa_k8s.kube.observe import RunFiles
 from okvqa_k8s.kube.operator import Reconciler
 
-SPEC = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
+SPEC = {"dataset": {"uri": "s3://bkt/ds"}, "outputUri": "s3://bkt/out"}
 
 
 class MemoryKube:

@@ -210,6 +210,65 @@ def test_every_pod_is_restricted(variant: str) -> None:
     assert seen >= 2
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_pod_runs_without_a_token_on_a_read_only_root_with_sized_scratch_space(variant: str) -> None:
+    """No service-account token, a read-only root filesystem, and every place the programs write is a
+    volume: /tmp (HOME and the torch/Triton/matplotlib caches point there) or the pod's own; every
+    emptyDir has a sizeLimit."""
+    spec = _spec(variant)
+    seen = 0
+    for obj in render_children(spec, OWNER):
+        for pod, container in _containers(obj):
+            seen += 1
+            assert pod["automountServiceAccountToken"] is False
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts["/tmp"] == "tmp"
+            assert len(mounts) == len(container["volumeMounts"]), (
+                "the API server refuses a path mounted twice"
+            )
+            assert len({e["name"] for e in container["env"]}) == len(container["env"])
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            for name in (
+                "HOME",
+                "XDG_CACHE_HOME",
+                "TRITON_CACHE_DIR",
+                "TORCH_EXTENSIONS_DIR",
+                "MPLCONFIGDIR",
+            ):
+                assert env[name] == "/tmp" or env[name].startswith("/tmp/"), (name, container["name"])
+            assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+            assert env.get("HF_HOME") is None or any(
+                env["HF_HOME"].startswith(path + "/") for path in mounts
+            ), "the HF cache is on a volume"
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            for volume in volumes.values():
+                if "emptyDir" in volume:
+                    assert volume["emptyDir"]["sizeLimit"], volume["name"]
+            assert volumes["tmp"]["emptyDir"] == {"sizeLimit": spec.tmp_size}
+    assert seen >= 2
+
+
+def test_volume_sizes_come_from_the_spec() -> None:
+    spec = parse_spec(
+        {
+            **BASE,
+            "tmpSize": "1Gi",
+            "inference": {"modelVolumeSize": "30Gi"},
+            "evaluation": {"workVolumeSize": "5Gi"},
+        }
+    )
+    sizes = {
+        (obj["kind"], v["name"]): v["emptyDir"]["sizeLimit"]
+        for obj in render_children(spec, OWNER)
+        for pod, _ in _containers(obj)
+        for v in pod["volumes"]
+        if "emptyDir" in v
+    }
+    assert sizes[("Deployment", "models")] == "30Gi" and sizes[("Job", "work")] == "5Gi"
+    assert {size for (_, name), size in sizes.items() if name == "tmp"} == {"1Gi"}
+
+
 def test_children_are_owned_and_labelled() -> None:
     for obj in render_children(_spec("cpu-vllm-s3-base"), OWNER):
         meta = obj["metadata"]

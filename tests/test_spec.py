@@ -10,7 +10,7 @@ import yaml
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.spec import apply_overrides, load_document, load_spec, parse_spec
 
-MINIMAL = {"dataset": {"uri": "s3://b/ds"}, "outputUri": "s3://b/out"}
+MINIMAL = {"dataset": {"uri": "s3://bkt/ds"}, "outputUri": "s3://bkt/out"}
 
 
 def test_defaults_reproduce_the_seed_run() -> None:
@@ -88,12 +88,12 @@ def test_evaluation_scores_every_category_of_a_set_beside_the_dataset() -> None:
     assert spec.evaluated_categories == [
         "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "other"
     ]  # fmt: skip
-    assert eval_dataset_uri(spec) == "s3://b/ds/eval"
+    assert eval_dataset_uri(spec) == "s3://bkt/ds/eval"
     assert eval_dataset_uri(parse_spec({**MINIMAL, "dataset": {"uri": "/data/ds"}})) == "/data/ds/eval"
     explicit = parse_spec(
-        {**MINIMAL, "evaluation": {"datasetUri": "s3://b/all-val", "categories": ["Other"]}}
+        {**MINIMAL, "evaluation": {"datasetUri": "s3://bkt/all-val", "categories": ["Other"]}}
     )
-    assert eval_dataset_uri(explicit) == "s3://b/all-val" and explicit.evaluated_categories == ["other"]
+    assert eval_dataset_uri(explicit) == "s3://bkt/all-val" and explicit.evaluated_categories == ["other"]
     # `--set` gives one string: comma-separated spellings, which become the codes the CRD enumerates
     doc = apply_overrides(MINIMAL, ["evaluation.categories=plants and animals,ten", "dataset.categories=all"])
     spec = parse_spec(doc)
@@ -119,7 +119,7 @@ def test_category_codes_of_the_schema_are_the_okvqa_codes() -> None:
 
 
 def test_unknown_categories_name_the_field() -> None:
-    bad = {**MINIMAL, "dataset": {"uri": "s3://b/ds", "categories": ["sport"]},
+    bad = {**MINIMAL, "dataset": {"uri": "s3://bkt/ds", "categories": ["sport"]},
            "evaluation": {"categories": ["other", "eleven"], "datasetUri": ""}}  # fmt: skip
     with pytest.raises(UserError) as info:
         parse_spec(bad, "f.yaml")
@@ -171,3 +171,34 @@ def test_inference_access_fields_round_trip() -> None:
     assert spec.inference.api_key_secret is not None and spec.inference.api_key_secret.key == "api-key"
     assert parse_spec(spec.to_wire()) == spec
     assert spec.to_wire()["inference"]["allowedClients"][0] == {"namespaceSelector": {}}
+
+
+@pytest.mark.parametrize(
+    ("field", "uri", "problem"),
+    [
+        ("dataset.uri", "s3://bad!bucket/x", "may hold only lowercase letters, digits, '.' and '-'"),
+        ("outputUri", "s3://Okvqa/runs", "may hold only lowercase letters"),
+        ("outputUri", "s3://ab/runs", "must be 3 to 63 characters long"),
+        ("outputUri", "s3://" + "a" * 64 + "/runs", "must be 3 to 63 characters long"),
+        ("evaluation.datasetUri", "s3://a..b/eval", "must not contain two adjacent periods"),
+        ("evaluation.datasetUri", "s3://-okvqa/eval", "must begin and end with a letter or digit"),
+        ("model.name", "s3://192.168.5.4/model", "must not be formatted as an IP address"),
+        ("model.name", "s3://xn--okvqa/model", "uses a prefix or suffix S3 reserves"),
+        ("outputUri", "s3://okvqa-s3alias/x", "uses a prefix or suffix S3 reserves"),
+        ("outputUri", "gs://okvqa/x", "unsupported storage URI"),
+    ],
+)
+def test_bucket_names_follow_the_s3_rules(field: str, uri: str, problem: str) -> None:
+    """A bucket S3 refuses is refused with the spec, naming the field, not by botocore on every call."""
+    doc = apply_overrides(MINIMAL, [f"{field}={uri}"])
+    with pytest.raises(UserError) as err:
+        parse_spec(doc)
+    assert str(err.value).startswith(
+        f"spec: {field}: bad S3 URI {uri!r}: " if uri.startswith("s3") else "spec: "
+    )
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_valid_bucket_names_and_paths_pass() -> None:
+    for uri in ("s3://okvqa/x", "s3://my.bucket-2/x/y", "s3://" + "a" * 63, "/data/runs", "file:///data/x"):
+        assert parse_spec({**MINIMAL, "outputUri": uri}).output_uri == uri

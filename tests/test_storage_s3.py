@@ -348,3 +348,18 @@ def test_json_helpers_and_delete_prefix_on_s3(s3_bucket: S3Bucket) -> None:
         read_json(s3_bucket.uri("runs/r3/missing.json"))
     assert delete_prefix(s3_bucket.uri("runs/r3")) == 1
     assert not exists(uri)
+
+
+def test_a_request_botocore_refuses_is_one_clear_line(s3_bucket: S3Bucket) -> None:
+    """Any BotoCoreError (here botocore's ParamValidationError for the empty key of `s3://bucket`,
+    read as a file) becomes one line naming the URI, never a multi-line botocore traceback."""
+    with pytest.raises(UserError) as err:
+        read_json(s3_bucket.uri())
+    message = str(err.value)
+    assert message.startswith(f"S3 request for {s3_bucket.uri()} failed at {s3_bucket.endpoint}: ")
+    assert "ParamValidationError" in message and "Key" in message and "\n" not in message
+
+
+def test_an_invalid_bucket_name_is_refused_before_any_request() -> None:
+    with pytest.raises(UserError, match=r"bad S3 URI 's3://bad!bucket/x': bucket name 'bad!bucket' may hold"):
+        read_json("s3://bad!bucket/x")

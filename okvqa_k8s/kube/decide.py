@@ -24,7 +24,7 @@ from okvqa_k8s.evaluate.evalset import evaluation_problems
 from okvqa_k8s.evaluate.metric import result_metric
 from okvqa_k8s.evaluate.report import group_line
 from okvqa_k8s.kube import names
-from okvqa_k8s.kube.pods import image_pull_failure
+from okvqa_k8s.kube.pods import container_config_failure, image_pull_failure, seconds_between, waiting_summary
 from okvqa_k8s.kube.render import (
     SPEC_FILE,
     Owner,
@@ -34,12 +34,23 @@ from okvqa_k8s.kube.render import (
     render_network_policy,
     render_pytorchjob,
     render_server,
+    secret_references,
     spec_hash,
     variants,
 )
 from okvqa_k8s.kube.states import ACTIVE, TERMINAL, Condition, EventType, Phase, Reason
 from okvqa_k8s.layout import eval_dataset_uri, model_uri, result_uri
 from okvqa_k8s.spec import FineTuneSpec, parse_spec
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A child found by its name that this run does not own: another FineTune's, or nobody's."""
+
+    kind: str
+    name: str
+    owner_kind: str | None = None  # None: no ownerReference at all
+    owner_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,10 @@ class Observed:
     `eval_results` holds results.json per variant, read only once the evaluation Job has completed, so
     a stale result left in storage by an earlier run can never finish this one. `eval_set` and
     `dataset_manifest` are the `data prepare` manifests of the evaluation set and of the training set,
-    read only before the PyTorchJob exists (None: not read, or not readable from here).
+    read only before the PyTorchJob exists (None: not read, or not readable from here). `secret_keys`
+    maps each Secret the pods read (render.secret_references) that exists to its key names, never its
+    values, read at the same time (None: not read; a Secret absent from the mapping does not exist).
+    `foreign` lists same-named objects that are not this run's: they are neither adopted nor replaced.
     """
 
     configmap: dict[str, Any] | None = None
@@ -65,6 +79,8 @@ class Observed:
     eval_results: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     eval_set: Mapping[str, Any] | None = None
     dataset_manifest: Mapping[str, Any] | None = None
+    secret_keys: Mapping[str, frozenset[str]] | None = None
+    foreign: tuple[Foreign, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,17 +211,25 @@ def decide(
 
     st["specHash"] = spec_hash(accepted)
     st["jobName"] = names.job_name(owner.name)
+    if observed.foreign:
+        return _finish(old, _not_owned(st, owner, observed.foreign, now, generation))
     if observed.configmap is None:
         decision.actions.append(Create(render_configmap(accepted, owner)))
     _progress(st, observed)
     if stuck := image_pull_failure(observed.pods, now):
         return _finish(old, fail(st, Reason.IMAGE_PULL_FAILED, stuck, now, generation))
+    if unconfigured := container_config_failure(observed.pods, now):
+        about_secret, why = unconfigured
+        reason = Reason.SECRET_NOT_FOUND if about_secret else Reason.CONTAINER_CONFIG_ERROR
+        return _finish(old, fail(st, reason, why, now, generation))
 
     job = observed.job
     if job is None:
         if old.get("phase") in ACTIVE and old.get("jobName"):
             msg = f"PyTorchJob {st['jobName']} disappeared; delete and resubmit the FineTune to train again"
             return _finish(old, fail(st, Reason.JOB_DELETED, msg, now, generation))
+        if missing := _missing_secrets(accepted, owner, observed):
+            return _finish(old, fail(st, Reason.SECRET_NOT_FOUND, "; ".join(missing), now, generation))
         if problems := _evaluation_set_problems(accepted, observed):
             return _finish(old, fail(st, Reason.INVALID_EVALUATION_SET, "; ".join(problems), now, generation))
         decision.actions.append(Create(render_pytorchjob(accepted, owner)))
@@ -226,6 +250,8 @@ def decide(
                 st, Condition.TRAINED, False, Reason.RUNNING, "training in progress", now, generation
             )
         else:
+            if late := _pending_too_long(accepted, job, observed, now):
+                return _finish(old, fail(st, Reason.PENDING_DEADLINE_EXCEEDED, late, now, generation))
             _phase(
                 st, Phase.PENDING, Reason.JOB_CREATED, f"waiting for the pods of PyTorchJob {st['jobName']}"
             )
@@ -247,6 +273,67 @@ def decide(
         return _finish(old, decision)
     _serve_and_evaluate(decision, owner, accepted, observed, now, generation)
     return _finish(old, decision)
+
+
+def _missing_secrets(spec: FineTuneSpec, owner: Owner, observed: Observed) -> list[str]:
+    """Secrets (or keys) the pods read that do not exist: without them every pod would sit in
+    CreateContainerConfigError and the run would never leave Pending. Names only, never values."""
+    if observed.secret_keys is None:
+        return []
+    out = []
+    for name, keys in secret_references(spec).items():
+        field_name = "storage.credentialsSecret: " if name == spec.storage.credentials_secret else ""
+        where = f"Secret {owner.namespace}/{name}"
+        if name not in observed.secret_keys:
+            out.append(f"{field_name}{where} not found (the pods read {', '.join(sorted(keys))} from it)")
+        elif absent := sorted(keys - observed.secret_keys[name]):
+            out.append(f"{field_name}{where} has no key {', '.join(absent)}")
+    return out
+
+
+def _pending_too_long(spec: FineTuneSpec, job: Mapping[str, Any], observed: Observed, now: str) -> str | None:
+    """Why the run has waited past `pendingDeadlineSeconds` for its PyTorchJob to run, or None.
+
+    Counted from the job's creation, or from its resumption when a queue (Kueue) held it suspended:
+    time spent waiting for quota is not a stall.
+    """
+    deadline = spec.pending_deadline_seconds
+    run_policy = (job.get("spec") or {}).get("runPolicy") or {}
+    if not deadline or run_policy.get("suspend") or condition_true(job, "Suspended"):
+        return None
+    since, what = str(job["metadata"].get("creationTimestamp", "")), "created"
+    resumed = _condition_false(job, "Suspended")
+    if resumed and str(resumed.get("lastTransitionTime", "")) > since:
+        since, what = str(resumed["lastTransitionTime"]), "resumed"
+    waited = seconds_between(since, now)
+    if waited < deadline:
+        return None
+    return (
+        f"PyTorchJob {job['metadata']['name']} is not running {waited:.0f} s after it was {what} "
+        f"(pendingDeadlineSeconds {deadline}): {waiting_summary(observed.pods)}"
+    )
+
+
+def _not_owned(
+    st: dict[str, Any], owner: Owner, foreign: tuple[Foreign, ...], now: str, generation: int | None
+) -> Decision:
+    """Same-named objects that are not this run's are never adopted. Those of a deleted FineTune of
+    the same name are being garbage-collected: wait for them. Any other is refused: the run fails."""
+    described = "; ".join(
+        f"{f.kind} {owner.namespace}/{f.name} is owned by "
+        + (f"{f.owner_kind} {f.owner_name}" if f.owner_kind else "nobody")
+        for f in foreign
+    )
+    if owner.uid and all(f.owner_kind == names.KIND and f.owner_name == owner.name for f in foreign):
+        msg = f"{described} (a deleted FineTune of the same name): waiting for the garbage collector"
+        _phase(st, Phase.PENDING, Reason.NOT_OWNED, msg)
+        set_condition(st, Condition.READY, False, Reason.NOT_OWNED, msg, now, generation)
+        return Decision(status=st)
+    msg = (
+        f"{described}, not by this run: it is neither adopted nor replaced; delete it, or submit the "
+        "run under another name"
+    )
+    return fail(st, Reason.NOT_OWNED, msg, now, generation)
 
 
 def _evaluation_set_problems(spec: FineTuneSpec, observed: Observed) -> list[str]:

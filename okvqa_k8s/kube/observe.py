@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from okvqa_k8s.errors import UserError
+from okvqa_k8s.errors import PermanentError, UserError
 from okvqa_k8s.kube import names
 from okvqa_k8s.kube.cluster import Run
-from okvqa_k8s.kube.decide import Observed, accepted_spec, condition_true
-from okvqa_k8s.kube.render import VARIANTS, Owner, variants
+from okvqa_k8s.kube.decide import Foreign, Observed, accepted_spec, condition_true
+from okvqa_k8s.kube.render import VARIANTS, Owner, secret_references, variants
 from okvqa_k8s.kube.states import TERMINAL
 from okvqa_k8s.layout import (
     PREPARED_MANIFEST,
@@ -74,22 +74,35 @@ class RunFiles:
     latest_checkpoint: Callable[[FineTuneSpec], str | None] = latest_checkpoint_or_none
 
 
-def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
-    """Children by their deterministic names; for a run still going, its pods and files in storage too."""
+def observe(objects: Objects, files: RunFiles, run: Run, *, secrets: bool) -> Observed:
+    """Children by their deterministic names; for a run still going, its pods and files in storage too.
+
+    A same-named object this run does not own is recorded in `foreign` and otherwise ignored, so it is
+    never adopted (decide refuses or waits). `secrets`: whether this backend's pods read Secrets at all
+    (the local one takes credentials from this machine's environment, so there is nothing to check).
+    """
     ns, name = run.owner.namespace, run.owner.name
-    configmap = objects.get("v1", "ConfigMap", ns, names.configmap_name(name))
-    if configmap is not None and not owned_by(configmap, run.owner):
-        configmap = None  # a same-named leftover of a deleted FineTune: never adopt another run's spec
-    job = objects.get("kubeflow.org/v1", "PyTorchJob", ns, names.job_name(name))
+    foreign: list[Foreign] = []
+
+    def child(api_version: str, kind: str, child_name: str) -> dict[str, Any] | None:
+        obj = objects.get(api_version, kind, ns, child_name)
+        if obj is None or owned_by(obj, run.owner):
+            return obj
+        ref = next(iter(obj["metadata"].get("ownerReferences") or []), {})
+        foreign.append(Foreign(kind, child_name, ref.get("kind"), ref.get("name")))
+        return None
+
+    configmap = child("v1", "ConfigMap", names.configmap_name(name))
+    job = child("kubeflow.org/v1", "PyTorchJob", names.job_name(name))
     deployments, services = {}, {}
     for variant in VARIANTS:
         server = names.server_name(name, variant)
-        if (deployment := objects.get("apps/v1", "Deployment", ns, server)) is not None:
+        if (deployment := child("apps/v1", "Deployment", server)) is not None:
             deployments[variant] = deployment
-        if (service := objects.get("v1", "Service", ns, server)) is not None:
+        if (service := child("v1", "Service", server)) is not None:
             services[variant] = service
-    network_policy = objects.get("networking.k8s.io/v1", "NetworkPolicy", ns, names.network_policy_name(name))
-    eval_job = objects.get("batch/v1", "Job", ns, names.eval_job_name(name))
+    network_policy = child("networking.k8s.io/v1", "NetworkPolicy", names.network_policy_name(name))
+    eval_job = child("batch/v1", "Job", names.eval_job_name(name))
     children = Observed(
         configmap=configmap,
         job=job,
@@ -97,6 +110,7 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
         services=services,
         network_policy=network_policy,
         eval_job=eval_job,
+        foreign=tuple(foreign),
     )
     if run.status.get("phase") in TERMINAL:
         return children  # a finished run reads nothing more
@@ -104,27 +118,45 @@ def observe(objects: Objects, files: RunFiles, run: Run) -> Observed:
     if spec is None:
         return children
     progress = files.read_json(progress_uri(spec)) if job else None
-    eval_set = dataset_manifest = None
+    eval_set = dataset_manifest = secret_keys = None
     if job is None and spec.evaluation.enabled:  # checked once, before training starts
         eval_set = files.read_json(join(eval_dataset_uri(spec), PREPARED_MANIFEST))
         dataset_manifest = files.read_json(join(spec.dataset.uri, PREPARED_MANIFEST))
+    if job is None and secrets:
+        secret_keys = read_secret_keys(objects, ns, secret_references(spec))
     results = {}
     if eval_job is not None and condition_true(eval_job, "Complete"):
         results = {variant: files.read_json(result_uri(spec, variant)) for variant in variants(spec)}
-    return Observed(
-        configmap=configmap,
-        job=job,
-        deployments=deployments,
-        services=services,
-        network_policy=network_policy,
-        eval_job=eval_job,
+    return replace(
+        children,
         pods=run_pods(objects, run.owner),
         progress=progress if isinstance(progress, dict) else None,
         checkpoint_uri=files.latest_checkpoint(spec) if job else None,
         eval_results={k: v for k, v in results.items() if isinstance(v, dict)},
         eval_set=eval_set if isinstance(eval_set, dict) else None,
         dataset_manifest=dataset_manifest if isinstance(dataset_manifest, dict) else None,
+        secret_keys=secret_keys,
     )
+
+
+def read_secret_keys(
+    objects: Objects, namespace: str, wanted: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]] | None:
+    """The key names of each wanted Secret that exists; the values are dropped here, never kept.
+
+    None when Secrets cannot be read from here (a `--no-operator` user without `get secrets`): then
+    nothing is known and nothing is refused.
+    """
+    found = {}
+    for secret in wanted:
+        try:
+            obj = objects.get("v1", "Secret", namespace, secret)
+        except PermanentError as exc:
+            log.debug("cannot read Secret %s/%s: %s", namespace, secret, exc)
+            return None
+        if obj is not None:
+            found[secret] = frozenset({**(obj.get("data") or {}), **(obj.get("stringData") or {})})
+    return found
 
 
 def run_pods(objects: Objects, owner: Owner) -> tuple[dict[str, Any], ...]:
@@ -143,9 +175,12 @@ def run_pods(objects: Objects, owner: Owner) -> tuple[dict[str, Any], ...]:
 
 
 def owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
-    """Ours, or unowned (objects applied by `submit --no-operator` / `render` carry no ownerReference)."""
+    """Whether `obj` is this run's: owned by its FineTune, or, for a run without one (`submit
+    --no-operator`, whose objects carry no ownerReference), owned by nobody."""
     refs = obj["metadata"].get("ownerReferences") or []
-    return owner.uid is None or not refs or any(ref.get("uid") == owner.uid for ref in refs)
+    if owner.uid is None:
+        return not refs
+    return any(ref.get("uid") == owner.uid for ref in refs)
 
 
 def _valid_spec(doc: Mapping[str, Any]) -> FineTuneSpec | None:

@@ -6,7 +6,12 @@ FineTunes and write only their status; create/read/delete the children it owns (
 guarding the servers among them); list the run's pods (to
 notice an image that cannot be pulled; never watched, the resync finds them); post Events. kopf's
 cluster scanning is disabled, so no namespace or CRD listing is needed.
-No Secrets: storage credentials come from the operator's own environment.
+Secrets: `get` only (no list, no watch), to check before creating anything that the Secrets the pods
+will read exist and hold the keys they name (observe.py keeps the key names and drops the values);
+storage credentials come from the operator's own environment.
+`finetunes/finalizers` update: the children's ownerReferences set `blockOwnerDeletion: true`, which the
+OwnerReferencesPermissionEnforcement admission plugin (on by default in OpenShift) only allows to whoever
+may update the owner's finalizers; without it every create is refused with 403 there.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ OPERATOR_RULES: list[dict[str, list[str]]] = [
         "resources": [f"{names.PLURAL}/status"],
         "verbs": ["get", "update", "patch"],
     },
+    {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
@@ -33,4 +39,5 @@ OPERATOR_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]

@@ -46,8 +46,25 @@ POD_SECURITY = {
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
+}
+# With the root filesystem read-only, everything a pod writes goes to a volume: its own (scratch, models,
+# eval work, /dev/shm) or /tmp, an emptyDir of `tmpSize`. HOME and the XDG directories point there for
+# whatever writes to ~ (wandb, vLLM, pip, huggingface_hub's token lookup), and the caches torch, DeepSpeed
+# (its Triton autotune cache, JIT-built ops) and matplotlib fill are named explicitly, so none of them
+# depends on how a library derives its default. Python writes no bytecode.
+TMP = "/tmp"
+WRITABLE_ENV = {
+    "HOME": TMP,
+    "XDG_CACHE_HOME": f"{TMP}/.cache",
+    "XDG_CONFIG_HOME": f"{TMP}/.config",
+    "TRITON_CACHE_DIR": f"{TMP}/.triton",
+    "TORCH_EXTENSIONS_DIR": f"{TMP}/torch_extensions",
+    "TORCHINDUCTOR_CACHE_DIR": f"{TMP}/torchinductor",
+    "MPLCONFIGDIR": f"{TMP}/matplotlib",
+    "PYTHONDONTWRITEBYTECODE": "1",
 }
 
 
@@ -114,6 +131,22 @@ def storage_env(spec: FineTuneSpec) -> list[dict[str, Any]]:
             ref = {"name": spec.storage.credentials_secret, "key": key}
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     return env
+
+
+def _hardened(pod: dict[str, Any], spec: FineTuneSpec) -> dict[str, Any]:
+    """A pod spec of the run made to need nothing it should not have: no service-account token (nothing
+    in it talks to the API) and, the root filesystem being read-only, a /tmp emptyDir in every container
+    with the environment pointing every writer there (`WRITABLE_ENV`). Applied to every pod, so a
+    container added later gets it too."""
+    pod["automountServiceAccountToken"] = False
+    pod.setdefault("volumes", []).append({"name": "tmp", "emptyDir": {"sizeLimit": spec.tmp_size}})
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        # New lists: containers built from one another (the eval Job's upload) share theirs.
+        container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "tmp", "mountPath": TMP}]
+        own = {item["name"] for item in container.get("env", [])}
+        writable = [{"name": k, "value": v} for k, v in WRITABLE_ENV.items() if k not in own]
+        container["env"] = [*writable, *container.get("env", [])]
+    return pod
 
 
 def _shm(size: str) -> dict[str, Any]:
@@ -185,17 +218,20 @@ def _trainer_pod(spec: FineTuneSpec, owner: Owner, role: str) -> dict[str, Any]:
     annotations = {**spec.pod_annotations, f"{names.GROUP}/spec-hash": spec_hash(spec)}
     return {
         "metadata": {"labels": labels, "annotations": annotations},
-        "spec": {
-            "securityContext": dict(POD_SECURITY),
-            "enableServiceLinks": False,
-            "containers": [container],
-            "volumes": [
-                {"name": "spec", "configMap": {"name": names.configmap_name(owner.name)}},
-                {"name": "scratch", "emptyDir": {"sizeLimit": spec.scratch_size}},
-                _shm(spec.shm_size),
-            ],
-            **_scheduling(spec),
-        },
+        "spec": _hardened(
+            {
+                "securityContext": dict(POD_SECURITY),
+                "enableServiceLinks": False,
+                "containers": [container],
+                "volumes": [
+                    {"name": "spec", "configMap": {"name": names.configmap_name(owner.name)}},
+                    {"name": "scratch", "emptyDir": {"sizeLimit": spec.scratch_size}},
+                    _shm(spec.shm_size),
+                ],
+                **_scheduling(spec),
+            },
+            spec,
+        ),
     }
 
 
@@ -263,10 +299,7 @@ def served_model_name(owner: Owner, variant: Variant) -> str:
 
 def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name: str) -> dict[str, Any]:
     port = spec.inference.port
-    env: list[dict[str, Any]] = [
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": f"{MODELS}/hf-home"},
-    ]
+    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": f"{MODELS}/hf-home"}]
     if spec.inference.gpus == 0:
         env.append({"name": "DS_ACCELERATOR", "value": "cpu"})
     env += api_key_env(spec, API_KEY_ENV[spec.inference.engine])
@@ -330,7 +363,10 @@ def render_server(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetune
         "securityContext": dict(POD_SECURITY),
         "enableServiceLinks": False,
         "containers": [_server_container(spec, owner, model, served_model_name(owner, variant))],
-        "volumes": [{"name": "models", "emptyDir": {}}, _shm(spec.shm_size)],
+        "volumes": [
+            {"name": "models", "emptyDir": {"sizeLimit": spec.inference.model_volume_size}},
+            _shm(spec.shm_size),
+        ],
         **_scheduling(spec),
     }
     if pull:
@@ -355,7 +391,10 @@ def render_server(spec: FineTuneSpec, owner: Owner, variant: Variant = "finetune
             "strategy": {"type": "Recreate"},
             "progressDeadlineSeconds": 3600,
             "selector": {"matchLabels": names.selector(owner.name, component)},
-            "template": {"metadata": _pod_metadata(spec, owner, component), "spec": pod_spec},
+            "template": {
+                "metadata": _pod_metadata(spec, owner, component),
+                "spec": _hardened(pod_spec, spec),
+            },
         },
     }
     service = {
@@ -458,7 +497,7 @@ def render_eval_job(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
             "--cache-dir",
             f"{work}/cache",
         ],
-        "env": [{"name": "HOME", "value": "/tmp"}, *storage_env(spec)],
+        "env": storage_env(spec),
         "volumeMounts": [{"name": "work", "mountPath": work}],
         "securityContext": dict(CONTAINER_SECURITY),
     }
@@ -477,17 +516,46 @@ def render_eval_job(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
             "backoffLimit": 2,
             "template": {
                 "metadata": _pod_metadata(spec, owner, component),
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": dict(POD_SECURITY),
-                    "enableServiceLinks": False,
-                    "initContainers": [evaluate],
-                    "containers": [upload],
-                    "volumes": [{"name": "work", "emptyDir": {}}],
-                },
+                "spec": _hardened(
+                    {
+                        "restartPolicy": "Never",
+                        "securityContext": dict(POD_SECURITY),
+                        "enableServiceLinks": False,
+                        "initContainers": [evaluate],
+                        "containers": [upload],
+                        "volumes": [
+                            {"name": "work", "emptyDir": {"sizeLimit": spec.evaluation.work_volume_size}}
+                        ],
+                    },
+                    spec,
+                ),
             },
         },
     }
+
+
+def secret_references(spec: FineTuneSpec) -> dict[str, frozenset[str]]:
+    """Every Secret the run's pods read and the keys read from each (secretKeyRef env, not optional).
+
+    Read off the rendered objects rather than the spec fields, so a Secret a new field mounts is checked
+    without anyone remembering to list it: a missing one would leave the pods in
+    CreateContainerConfigError and the run waiting for ever.
+    """
+    found: dict[str, set[str]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("secretKeyRef")
+            if isinstance(ref, dict) and not ref.get("optional"):
+                found.setdefault(ref["name"], set()).add(ref["key"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(render_children(spec, Owner("run")))
+    return {name: frozenset(keys) for name, keys in sorted(found.items())}
 
 
 def variants(spec: FineTuneSpec) -> tuple[Variant, ...]:

@@ -38,6 +38,10 @@ class Reason(StrEnum):
     # why it failed
     INVALID_SPEC = "InvalidSpec"
     INVALID_EVALUATION_SET = "InvalidEvaluationSet"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    PENDING_DEADLINE_EXCEEDED = "PendingDeadlineExceeded"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    NOT_OWNED = "NotOwned"
     JOB_DELETED = "JobDeleted"
     TRAINING_FAILED = "TrainingFailed"
     IMAGE_PULL_FAILED = "ImagePullFailed"

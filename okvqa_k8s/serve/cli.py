@@ -11,10 +11,14 @@ import click
 
 
 def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
-    """A local directory for `uri`; an s3:// URI is synced into the cache (only changed files move)."""
+    """A local directory for `uri`; an s3:// URI is synced into the cache (only changed files move), a
+    hub id downloaded."""
+    from okvqa_k8s.hub import hub_snapshot, is_hub_id
     from okvqa_k8s.serve.engine import check_model_dir
 
-    if "://" in uri and not uri.startswith("file://"):
+    if is_hub_id(uri):  # as training does: into HF_HOME, in a pod the model volume
+        dest = hub_snapshot(uri)
+    elif "://" in uri and not uri.startswith("file://"):
         from okvqa_k8s.storage import sync_down
 
         root = (
@@ -47,7 +51,7 @@ def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
     "--model",
     required=True,
     metavar="DIR_OR_URI",
-    help="Merged HF LLaVA model (e.g. <outputUri>/merged) or base model: a directory or s3:// URI.",
+    help="Merged HF LLaVA model (e.g. <outputUri>/merged) or base model: a directory, s3:// URI or hub id.",
 )
 @click.option("--adapter", metavar="DIR_OR_URI", help="peft LoRA adapter on top of --model, merged at load.")
 @click.option("--served-model-name", help="Name in /v1/models and responses (default: the directory name).")
@@ -205,6 +209,7 @@ def serve(
     """
     import uvicorn
 
+    from okvqa_k8s.hub import is_local_path
     from okvqa_k8s.serve.app import ServerSettings, create_app
     from okvqa_k8s.serve.engine import LlavaEngine
     from okvqa_k8s.serve.images import ImageLimits, MiB
@@ -214,9 +219,9 @@ def serve(
             _local_model(adapter, cache_dir, "--adapter") if adapter else None
         )
 
-    # Local paths are checked now (one-line error, no server); s3:// models download on the loader
-    # thread, so the process is live (and observable) while a large model streams in.
-    remote = any(u and "://" in u and not u.startswith("file://") for u in (model, adapter))
+    # Local paths are checked now (one-line error, no server); s3:// and hub models download on the
+    # loader thread, so the process is live (and observable) while a large model streams in.
+    remote = any(u and not is_local_path(u) for u in (model, adapter))
     resolved = None if remote else resolve()
 
     def load() -> LlavaEngine:

@@ -26,7 +26,7 @@ from okvqa_k8s.storage.objects import (
 )
 from okvqa_k8s.storage.registry import store_for
 from okvqa_k8s.storage.shards import MANIFEST_NAME, parse_size
-from okvqa_k8s.storage.sync import sync_down, sync_up
+from okvqa_k8s.storage.sync import sync_down, sync_up, sync_up_hashed
 from okvqa_k8s.storage.transfer import DEFAULT_SHARD_SIZE, FETCH_MARKER, fetch_dataset, stage_dataset
 from okvqa_k8s.storage.uri import join
 
@@ -55,6 +55,7 @@ __all__ = [
     "store_for",
     "sync_down",
     "sync_up",
+    "sync_up_hashed",
     "upload_file",
     "write_bytes",
     "write_json",

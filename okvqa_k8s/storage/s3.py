@@ -142,6 +142,11 @@ class S3Store:
             raise TransientStorageError(
                 f"S3 transfer for {uri} kept failing after retries ({type(exc).__name__}) at {self.endpoint}"
             ) from None
+        except botocore.exceptions.BotoCoreError as exc:  # anything else botocore refuses, on one line
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise UserError(
+                f"S3 request for {uri} failed at {self.endpoint}: {type(exc).__name__}: {detail}"
+            ) from None
 
     def _client_error(self, uri: str, bucket: str, code: str, status: int) -> UserError:
         if code == "NoSuchBucket":

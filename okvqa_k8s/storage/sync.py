@@ -39,10 +39,18 @@ def _walk(root: Path) -> dict[str, int]:
 
 
 def sync_up(local_dir: str | os.PathLike[str], uri: str, *, workers: int = 8) -> int:
-    """Upload the tree under `local_dir` to `uri`; returns bytes uploaded. Remote extras are kept.
+    """Upload the tree under `local_dir` to `uri`; returns bytes uploaded. Remote extras are kept."""
+    return sync_up_hashed(local_dir, uri, workers=workers)[0]
+
+
+def sync_up_hashed(
+    local_dir: str | os.PathLike[str], uri: str, *, workers: int = 8
+) -> tuple[int, dict[str, str]]:
+    """`sync_up`, also returning the sha256 of every local file (relative path → hex digest).
 
     Local files are hashed every time (cheap next to a transfer); remote objects never are: the index
-    written next to them says what they hold as long as their ETag has not changed.
+    written next to them says what they hold as long as their ETag has not changed. Checkpoints keep
+    the digests in their node markers, to verify every file before it is loaded again.
     """
     root = Path(local_dir)
     if not root.is_dir():
@@ -74,7 +82,7 @@ def sync_up(local_dir: str | os.PathLike[str], uri: str, *, workers: int = 8) ->
             return sizes[rel]
 
         try:
-            return sum(run_parallel([lambda r=rel: upload(r) for rel in todo], workers))
+            return sum(run_parallel([lambda r=rel: upload(r) for rel in todo], workers)), hashes
         finally:
             index.flush(force=True)
 

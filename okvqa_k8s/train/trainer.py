@@ -26,6 +26,7 @@ from typing import Any
 from okvqa_k8s import layout
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.fsutil import atomic_write_json
+from okvqa_k8s.hub import hub_snapshot, is_hub_id, is_local_path
 from okvqa_k8s.progress import bar
 from okvqa_k8s.spec import FineTuneSpec
 from okvqa_k8s.train import checkpoints as ckpt
@@ -65,10 +66,6 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
-def _is_local_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~", "file://")) or Path(name).exists()
-
-
 def dataset_kind(uri: str, split: str) -> str:
     """`prepared` (a local dataset dir, used in place) or `staged` (shards + manifest, fetched per node)."""
     from okvqa_k8s.storage import MANIFEST_NAME, exists, join
@@ -91,7 +88,7 @@ def check_model_source(name: str) -> None:
         if not exists(join(name, "config.json")):
             raise UserError(f"model.name {name}: no config.json there (stage the HF checkpoint first)")
     elif (
-        _is_local_path(name)
+        is_local_path(name)
         and not (Path(name.removeprefix("file://")).expanduser() / "config.json").is_file()
     ):
         raise UserError(f"model.name {name}: not a HF checkpoint directory (config.json missing)")
@@ -197,11 +194,9 @@ class _Run:
         if model_path.startswith("s3://"):
             model_path = str(self.dir / "model")
             self.on_local_main(lambda: sync_down(spec.model.name, model_path))
-        elif not _is_local_path(model_path):
-            from huggingface_hub import snapshot_download
-
-            self.on_local_main(lambda: snapshot_download(spec.model.name))
-            model_path = snapshot_download(spec.model.name)
+        elif is_hub_id(model_path):
+            self.on_local_main(lambda: hub_snapshot(spec.model.name))
+            model_path = str(hub_snapshot(spec.model.name))
         else:
             model_path = str(Path(model_path.removeprefix("file://")).expanduser())
         if resume_tag:
@@ -280,6 +275,8 @@ class _Run:
         engine.save_checkpoint(str(self.ckpt_root), tag=tag, exclude_frozen_parameters=True)
         if self.env.is_main:
             atomic_write_json(self.ckpt_root / tag / ckpt.TRAINER_STATE, asdict(state))
+        if self.env.is_main:  # before the barrier: no node uploads (or marks) this tag until it is done
+            ckpt.clear_markers(_join(self.ckpt_uri, tag), self.env.nnodes)
         self.barrier()  # every rank's shard is on its node's disk
         if self.env.is_local_main:
             ckpt.upload_node_checkpoint(self.ckpt_root / tag, _join(self.ckpt_uri, tag), self.env.node_rank)

@@ -2,8 +2,9 @@
 
 Why: the CRD, the operator, RBAC and PyTorchJob admission are only proven against the real API machinery,
 so this starts the real binaries that `make testenv` builds (k8s/testenv/build.sh): etcd, kube-apiserver
-(RBAC on, default admission plugins, service-account tokens), kube-controller-manager (Job controller,
-garbage collector, service-account and root-CA publishers), kube-scheduler, kwok standing in for the
+(RBAC on, default admission plugins plus OwnerReferencesPermissionEnforcement, service-account tokens),
+kube-controller-manager (Job controller, garbage collector, service-account and root-CA publishers),
+kube-scheduler, kwok standing in for the
 kubelets of three fake Nodes (two with 8 `nvidia.com/gpu` each, one CPU-only), and the Kubeflow training
 operator v1 with its validating admission webhook registered, so its admission rules apply. Optionally
 an S3 server, and one real node (node.py: kubelet + containerd, kube-proxy, CoreDNS) beside the kwok
@@ -364,6 +365,9 @@ class ControlPlane(StartStop):
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--authorization-mode=Node,RBAC",
+            # On by default in OpenShift: an ownerReference with blockOwnerDeletion needs `update` on the
+            # owner's finalizers. Enforced here so the chart's RBAC is proven against it.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",

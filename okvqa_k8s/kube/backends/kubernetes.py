@@ -45,7 +45,7 @@ class KubernetesCluster:
         )
 
     def observe(self, run: Run) -> Observed:
-        return observe(self.kube, self.files, run)
+        return observe(self.kube, self.files, run, secrets=True)
 
     def apply(self, run: Run, action: Action) -> None:
         """Create (an existing object is left as it is) or delete one child."""

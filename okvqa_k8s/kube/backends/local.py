@@ -30,7 +30,7 @@ from okvqa_k8s.kube.cluster import Run
 from okvqa_k8s.kube.decide import Action, Delete, Event, Observed
 from okvqa_k8s.kube.driver import until_terminal
 from okvqa_k8s.kube.observe import RunFiles, observe
-from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, Owner
+from okvqa_k8s.kube.render import EVAL_WORK, MODELS, SCRATCH, SPEC_DIR, WRITABLE_ENV, Owner
 from okvqa_k8s.kube.states import Phase
 from okvqa_k8s.progress import bar
 from okvqa_k8s.spec import FineTuneSpec
@@ -73,7 +73,7 @@ class LocalCluster:
     # -- Cluster
 
     def observe(self, run: Run) -> Observed:
-        return observe(self, self.files, run)
+        return observe(self, self.files, run, secrets=False)  # credentials: this machine's env
 
     def apply(self, run: Run, action: Action) -> None:
         """Start what the object describes (a Delete stops it)."""
@@ -197,7 +197,10 @@ class LocalCluster:
         argv = [localize(a, mounts) for a in [*container.get("command", []), *container.get("args", [])]]
         if replace:
             argv = [replace.get(a, a) for a in argv]
-        full_env = {**self.host_env, **{k: localize(v, mounts) for k, v in env.items()}}
+        # The pod's answer to its read-only root (HOME, caches under /tmp) is not for this machine: a
+        # local process keeps the host's own HOME and caches.
+        own = {k: localize(v, mounts) for k, v in env.items() if k not in WRITABLE_ENV}
+        full_env = {**self.host_env, **own}
         log = self.root / "logs" / f"{label}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
