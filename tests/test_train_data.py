@@ -20,6 +20,7 @@ from okvqa_k8s.train.data import (
     load_records,
     mean_colour,
     rank_batches,
+    target_length,
 )
 from okvqa_k8s.train.ds_config import fill_auto, load_ds_config
 from okvqa_k8s.train.env import dist_env
@@ -204,3 +205,10 @@ def test_each_node_downloads_shared_files_and_only_its_own_shards() -> None:
 def test_prune_keeps_the_newest_by_step_not_by_name() -> None:
     tags = ["checkpoint-100", "checkpoint-20", "checkpoint-3", "tensorboard"]
     assert checkpoints_to_prune(tags, 2) == ["checkpoint-3"]
+
+
+def test_target_is_what_the_conversation_holds_beyond_the_prompt() -> None:
+    assert target_length([1, 5, 6], [1, 5, 6, 7, 2]) == 2
+    for prompt, conversation in (([1, 5, 6], [1, 5, 9, 7, 2]), ([1, 5], [1, 5]), ([1, 5, 6], [1, 5])):
+        with pytest.raises(ValueError, match="not a prefix"):
+            target_length(prompt, conversation)
