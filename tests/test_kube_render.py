@@ -26,6 +26,7 @@ from okvqa_k8s.kube.render import (
     to_yaml,
 )
 from okvqa_k8s.layout import result_uri
+from okvqa_k8s.prompts import LLAVA_V1_CHAT_TEMPLATE
 from okvqa_k8s.spec import parse_spec
 
 K8S_VERSION = "1.34.0"
@@ -337,6 +338,22 @@ def test_vllm_engine() -> None:
     args = server["args"]
     assert args[args.index("--model") + 1] == MODEL_DIR and args[args.index("--dtype") + 1] == "bfloat16"
     assert "resources" not in server and deployment["spec"]["replicas"] == 2
+    # The run's conversation template, inline, with OpenAI content parts (the template places the image).
+    assert args[args.index("--chat-template") + 1] == LLAVA_V1_CHAT_TEMPLATE
+    assert args[args.index("--chat-template-content-format") + 1] == "openai"
+
+
+@pytest.mark.parametrize("engine", ["builtin", "vllm"])
+def test_servers_prompt_with_the_runs_template(engine: str) -> None:
+    for template in ("llava_v1", "hf"):
+        spec = parse_spec({**BASE, "inference": {"engine": engine}, "training": {"promptTemplate": template}})
+        for variant in ("finetuned", "base"):  # before and after are asked the same way
+            (server,) = render_server(spec, OWNER, variant)[0]["spec"]["template"]["spec"]["containers"]
+            args = server["args"]
+            if engine == "builtin":
+                assert args[args.index("--prompt-template") + 1] == template
+            else:  # vLLM: the run's template, or the checkpoint's own for hf
+                assert ("--chat-template" in args) == (template == "llava_v1")
 
 
 def test_eval_job_scores_both_endpoints_then_uploads() -> None:

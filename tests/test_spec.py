@@ -23,6 +23,14 @@ def test_defaults_reproduce_the_seed_run() -> None:
     assert spec.model.dtype == "bf16" and t.gradient_checkpointing
     assert spec.dataset.categories == ["other"]
     assert spec.gpus == 8 and spec.world_size == 8
+    assert t.prompt_template == "llava_v1"  # LLaVA's vicuna_v1, what the seed trained with
+
+
+def test_prompt_template_is_one_of_two() -> None:
+    spec = parse_spec({**MINIMAL, "training": {"promptTemplate": "hf"}})
+    assert spec.training.prompt_template == "hf" and spec.to_wire()["training"]["promptTemplate"] == "hf"
+    with pytest.raises(UserError, match=r"training\.promptTemplate: .*'llava_v1' or 'hf'"):
+        parse_spec({**MINIMAL, "training": {"promptTemplate": "vicuna"}}, "f.yaml")
 
 
 def test_wire_format_is_camel_case_and_round_trips() -> None:

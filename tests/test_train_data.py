@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.prompts import LLAVA_V1_SYSTEM, PROMPT_TEMPLATES, render_prompt
 from okvqa_k8s.train.checkpoints import checkpoints_to_prune, files_for_node
 from okvqa_k8s.train.data import (
     IGNORE_INDEX,
@@ -19,6 +20,7 @@ from okvqa_k8s.train.data import (
     load_records,
     mean_colour,
     rank_batches,
+    target_length,
 )
 from okvqa_k8s.train.ds_config import fill_auto, load_ds_config
 from okvqa_k8s.train.env import dist_env
@@ -59,16 +61,32 @@ def test_collated_batch_labels_only_the_answer_and_eos(tiny_model: Path, prepare
     assert batch["pixel_values"].shape == (3, 3, 64, 64)
 
 
-def test_prompt_matches_what_a_server_renders(tiny_model: Path, prepared_dataset: Path) -> None:
+@pytest.mark.parametrize("template", PROMPT_TEMPLATES)
+def test_prompt_matches_what_a_server_renders(
+    tiny_model: Path, prepared_dataset: Path, template: str
+) -> None:
     """Training and inference must agree token for token on the prompt, or the gain evaporates."""
     from transformers import AutoProcessor
 
+    from okvqa_k8s.serve.protocol import Message, to_conversation
+
     processor = AutoProcessor.from_pretrained(tiny_model)
     record = load_records(prepared_dataset / "train.json")[0]
-    sample = SupervisedDataset(prepared_dataset, [record], processor, 512)[0]
+    sample = SupervisedDataset(prepared_dataset, [record], processor, 512, prompt_template=template)[0]
     question = record["conversations"][0]["value"].replace("<image>", "").strip()
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    # What the evaluation client sends, through the server's message conversion and prompt renderer.
+    message = Message.model_validate(
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,"}},
+                {"type": "text", "text": question},
+            ],
+        }
+    )
+    conversation, _ = to_conversation([message])
+    prompt = render_prompt(processor, conversation, template)
+    assert prompt.startswith(LLAVA_V1_SYSTEM) == (template == "llava_v1")
     image = Image.open(prepared_dataset / record["image"]).convert("RGB")
     served = processor(
         text=prompt,
@@ -187,3 +205,10 @@ def test_each_node_downloads_shared_files_and_only_its_own_shards() -> None:
 def test_prune_keeps_the_newest_by_step_not_by_name() -> None:
     tags = ["checkpoint-100", "checkpoint-20", "checkpoint-3", "tensorboard"]
     assert checkpoints_to_prune(tags, 2) == ["checkpoint-3"]
+
+
+def test_target_is_what_the_conversation_holds_beyond_the_prompt() -> None:
+    assert target_length([1, 5, 6], [1, 5, 6, 7, 2]) == 2
+    for prompt, conversation in (([1, 5, 6], [1, 5, 9, 7, 2]), ([1, 5], [1, 5]), ([1, 5, 6], [1, 5])):
+        with pytest.raises(ValueError, match="not a prefix"):
+            target_length(prompt, conversation)

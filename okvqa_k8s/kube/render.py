@@ -16,6 +16,7 @@ import yaml
 
 from okvqa_k8s.kube import names
 from okvqa_k8s.layout import eval_dataset_uri, eval_uri, model_uri
+from okvqa_k8s.prompts import chat_template
 from okvqa_k8s.spec import ClientPeerSpec, FineTuneSpec, ResourcesSpec
 
 Variant = Literal["finetuned", "base"]
@@ -320,11 +321,17 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name:
             "--max-model-len",
             str(spec.training.max_length),
         ]
+        # The run's template, inline (vLLM takes a template string as well as a path); `hf` keeps the
+        # checkpoint's own. Content as OpenAI parts, so the template places the image itself.
+        template = chat_template(spec.training.prompt_template)
+        if template is not None:
+            args += ["--chat-template", template, "--chat-template-content-format", "openai"]
     else:
         image = spec.inference.image or spec.image
         command = ["okvqa-k8s", "serve"]
         # Named as vLLM's above: clients address the model the same with either engine.
         args = ["--model", model, "--served-model-name", served_name]
+        args += ["--prompt-template", spec.training.prompt_template]
         args += ["--host", "0.0.0.0", "--port", str(port)]
     ready, live = PROBES[spec.inference.engine]
     probe = {"httpGet": {"path": ready, "port": "http"}}

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from okvqa_k8s.prompts import DEFAULT_PROMPT_TEMPLATE, PROMPT_TEMPLATES
+
 
 def _local_model(uri: str, cache_dir: Path | None, what: str) -> Path:
     """A local directory for `uri`; an s3:// URI is synced into the cache (only changed files move), a
@@ -167,6 +169,14 @@ def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
     help="Pad images to a square with the processor's mean colour, as training does.",
 )
 @click.option(
+    "--prompt-template",
+    type=click.Choice(PROMPT_TEMPLATES),
+    default=DEFAULT_PROMPT_TEMPLATE,
+    show_default=True,
+    help="Conversation template, as trained (training.promptTemplate): llava_v1 = LLaVA's vicuna_v1 "
+    "with its system prompt; hf = the model's own chat template.",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where s3:// models are synced (default $OKVQA_SCRATCH/models or ~/.cache/okvqa-k8s).",
@@ -198,6 +208,7 @@ def serve(
     api_key: str | None,
     enable_docs: bool,
     pad_to_square: bool,
+    prompt_template: str,
     cache_dir: Path | None,
     log_level: str,
 ) -> None:
@@ -233,6 +244,7 @@ def serve(
             device=device,
             model_id=served_model_name,
             pad_to_square=pad_to_square,
+            prompt_template=prompt_template,
         )
 
     settings = ServerSettings(

@@ -1,6 +1,8 @@
 """The model side of the server: load a LLaVA checkpoint (merged, or base + LoRA adapter) and answer
 batches of chat requests with `generate`.
 
+Prompts are rendered with the run's template (`okvqa_k8s.prompts`), the one training used.
+
 Images are padded to a square with the processor's mean colour before the processor sees them, the
 way training feeds them (LLaVA-1.5's `image_aspect_ratio=pad`, `okvqa_k8s.train.data`): otherwise the
 CLIP centre crop would cut the sides off wide images and the served model would see other inputs than
@@ -25,6 +27,7 @@ from typing import Any
 from PIL import Image
 
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt
 from okvqa_k8s.serve.api_errors import APIError, bad_request
 
 log = logging.getLogger(__name__)
@@ -118,11 +121,20 @@ class RowStreamer:
 class LlavaEngine:
     """A loaded model + processor; `generate` is called from exactly one worker thread."""
 
-    def __init__(self, model: Any, processor: Any, model_id: str, *, pad_to_square: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        model_id: str,
+        *,
+        pad_to_square: bool = True,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    ) -> None:
         from okvqa_k8s.train.data import mean_colour
 
         self.model = model
         self.pad_to_square = pad_to_square
+        self.prompt_template = prompt_template
         self.background = mean_colour(processor.image_processor)
         self.processor = processor
         self.model_id = model_id
@@ -148,6 +160,7 @@ class LlavaEngine:
         device: str = "auto",
         model_id: str | None = None,
         pad_to_square: bool = True,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     ) -> LlavaEngine:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -170,7 +183,7 @@ class LlavaEngine:
         processor = AutoProcessor.from_pretrained(processor_dir)
         model.to(device).eval()
         name = model_id or (adapter_dir or model_dir).resolve().name
-        return cls(model, processor, name, pad_to_square=pad_to_square)
+        return cls(model, processor, name, pad_to_square=pad_to_square, prompt_template=prompt_template)
 
     @property
     def device(self) -> Any:
@@ -193,9 +206,7 @@ class LlavaEngine:
     def _prepare(self, req: GenRequest) -> tuple[str, int]:
         """Prompt text and its token count, or a 400 for this request alone."""
         try:
-            text = self.processor.apply_chat_template(
-                [req.conversation], add_generation_prompt=True, tokenize=False
-            )[0]
+            text = render_prompt(self.processor, req.conversation, self.prompt_template)
             n_tokens = int(self._encode([text], list(req.images))["attention_mask"].sum())
         except (ValueError, TypeError, KeyError) as exc:
             raise bad_request(f"messages: cannot build a prompt for this model ({exc})") from None

@@ -1,12 +1,15 @@
-"""LLaVA conversation records → tensors: pad-to-square images, chat-templated prompts, answer-only labels.
+"""LLaVA conversation records → tensors: pad-to-square images, templated prompts, answer-only labels.
 
 Three rules carry the training signal and are easy to break silently, so each lives in one place here:
 - the image is padded to a square with the processor's mean colour (LLaVA-1.5's `image_aspect_ratio=pad`),
   so the centre crop of the CLIP processor never cuts shapes off the sides;
-- the prompt is rendered with the model's own chat template, exactly as the server renders it at
-  inference (`add_generation_prompt=True`), and the target is what the template appends after it for the
-  assistant turn, always ending with the eos token so the model learns to stop;
-- only target tokens carry labels; prompt, image and padding tokens are -100.
+- the prompt is rendered with the run's template (`okvqa_k8s.prompts`), exactly as the server renders it
+  at inference, and the target is what the template appends after it for the assistant turn, always
+  ending with the eos token so the model learns to stop;
+- the whole conversation is tokenised at once and only the tokens after the prompt's carry labels;
+  prompt, image and padding tokens are -100. Tokenising the target on its own would be wrong for
+  Llama's SentencePiece vocabulary: ` answer</s>` alone starts with an extra `▁` token that the
+  conversation never contains (`target_length`; tests/test_train_tokenization.py shows it on Llama-2's).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PIL import Image
 
 from okvqa_k8s.data.images import FORMATS
 from okvqa_k8s.errors import UserError
+from okvqa_k8s.prompts import DEFAULT_PROMPT_TEMPLATE, render_conversation
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
@@ -87,29 +91,38 @@ def answer_text(record: dict[str, Any]) -> str:
     return str(record["conversations"][1]["value"]).strip()
 
 
-def target_suffix(processor: Any, messages: list[dict[str, Any]], prompt: str, answer: str) -> str:
-    """What the chat template appends after the generation prompt for this answer, ending with eos.
+def target_length(prompt_ids: Sequence[int], conversation_ids: Sequence[int]) -> int:
+    """How many of the conversation's last tokens are the target: those beyond the prompt's own tokens.
 
-    llava-hf's template renders `ASSISTANT: answer ` (trailing space, no eos); the tiny model's renders
-    `ASSISTANT: answer</s>`. Both become ` answer</s>`.
+    The prompt tokenised alone is what a server feeds the model, so it must be a prefix of the
+    conversation's tokens; otherwise the labels would teach a continuation of a prompt nobody sends.
     """
-    eos = processor.tokenizer.eos_token
-    full = processor.apply_chat_template(
-        [*messages, {"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
-    )
-    suffix = full[len(prompt) :] if full.startswith(prompt) else f" {answer}"
-    suffix = suffix.rstrip()
-    return suffix if suffix.endswith(eos) else suffix + eos
+    n = len(prompt_ids)
+    if len(conversation_ids) <= n or list(conversation_ids[:n]) != list(prompt_ids):
+        raise ValueError(
+            "the prompt's tokens are not a prefix of the conversation's: "
+            f"{list(prompt_ids[-3:])} vs {list(conversation_ids[max(n - 3, 0) : n + 3])}"
+        )
+    return len(conversation_ids) - n
 
 
 class SupervisedDataset:
     """Map-style dataset of one split; `__getitem__` returns unpadded tensors of one sample."""
 
-    def __init__(self, root: Path, records: list[dict[str, Any]], processor: Any, max_length: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        records: list[dict[str, Any]],
+        processor: Any,
+        max_length: int,
+        *,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    ) -> None:
         self.root = root
         self.records = records
         self.processor = processor
         self.max_length = max_length
+        self.prompt_template = prompt_template
         self.background = mean_colour(processor.image_processor)
 
     def __len__(self) -> int:
@@ -121,25 +134,27 @@ class SupervisedDataset:
         return [len(ids) for ids in self.processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def encode(self, record: dict[str, Any], image: Image.Image) -> dict[str, Any]:
-        import torch
-
         messages = user_messages(record["conversations"][0]["value"])
-        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        target = target_suffix(self.processor, messages, prompt, answer_text(record))
-        enc = self.processor(text=prompt, images=image, return_tensors="pt")
-        prompt_ids = enc["input_ids"][0]
-        # Tokenised on its own: a prompt never merges with the answer across the boundary this way,
-        # and it is exactly the token sequence a generating model has to produce after the prompt.
-        target_ids = torch.tensor(
-            self.processor.tokenizer(target, add_special_tokens=False)["input_ids"], dtype=torch.long
+        prompt, conversation = render_conversation(
+            self.processor, messages, answer_text(record), self.prompt_template
         )
-        if len(prompt_ids) >= self.max_length:
+        tokenizer = self.processor.tokenizer
+        try:
+            n_target = target_length(tokenizer(prompt)["input_ids"], tokenizer(conversation)["input_ids"])
+        except ValueError as exc:
+            raise UserError(f"record {record.get('id')}: training.promptTemplate: {exc}") from None
+        # The processor expands the image token in the prompt only; the target is the same tail.
+        enc = self.processor(text=conversation, images=image, return_tensors="pt")
+        input_ids = enc["input_ids"][0]
+        n_prompt = len(input_ids) - n_target
+        if n_prompt >= self.max_length:
             raise UserError(
-                f"record {record.get('id')}: prompt is {len(prompt_ids)} tokens (image included), "
+                f"record {record.get('id')}: prompt is {n_prompt} tokens (image included), "
                 f"training.maxLength is {self.max_length}; raise maxLength"
             )
-        input_ids = torch.cat([prompt_ids, target_ids])[: self.max_length]
-        labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), target_ids])[: self.max_length]
+        labels = input_ids.clone()
+        labels[:n_prompt] = IGNORE_INDEX
+        input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
         return {"input_ids": input_ids, "labels": labels, "pixel_values": enc["pixel_values"][0]}
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from okvqa_k8s.fsutil import atomic_directory
+from okvqa_k8s.prompts import LLAVA_V1_CHAT_TEMPLATE
 
-# LLaVA-1.5-hf's template shape (USER: <image>\n... ASSISTANT:), but the assistant turn ends with the eos
-# token, so a model fine-tuned on it learns to stop and a server can stop on eos.
+# The tiny model's own (`hf`) template: LLaVA-1.5-hf's shape (USER: <image>\n... ASSISTANT:), but the
+# assistant turn ends with the eos token, so a model fine-tuned on it learns to stop and a server can stop
+# on eos.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
@@ -57,7 +59,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([_BASE_TEXT, CHAT_TEMPLATE, *texts], trainer=trainer)
+    # Both templates' fixed text (the hf one below, llava_v1's system prompt) tokenise compactly too.
+    tok.train_from_iterator([_BASE_TEXT, LLAVA_V1_CHAT_TEMPLATE, CHAT_TEMPLATE, *texts], trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]

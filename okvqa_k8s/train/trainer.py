@@ -230,7 +230,9 @@ class _Run:
 
         processor = load_processor(model_path)
         records = load_records(data_dir / f"{spec.dataset.train_split}.json")
-        dataset = SupervisedDataset(data_dir, records, processor, t.max_length)
+        dataset = SupervisedDataset(
+            data_dir, records, processor, t.max_length, prompt_template=t.prompt_template
+        )
         lengths = dataset.text_lengths()
         batches_per_epoch = global_batches_per_epoch(len(dataset), t.per_device_batch_size, env.world_size)
         updates_per_epoch = batches_per_epoch // t.gradient_accumulation_steps
