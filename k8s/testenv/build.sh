@@ -167,6 +167,9 @@ build kubernetes k8s.io/kubernetes "$k8s_ldflags" "${kube_servers[@]}" \
 build kwok sigs.k8s.io/kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok
 build training-operator github.com/kubeflow/training-operator "" \
   training-operator=github.com/kubeflow/training-operator/cmd/training-operator.v1
+kueue_version=$(version_of kueue sigs.k8s.io/kueue)
+build kueue sigs.k8s.io/kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue_version" \
+  kueue=sigs.k8s.io/kueue/cmd/kueue
 
 # A real node's runtime and network, and what builds and serves images offline.
 containerd_version=$(version_of containerd github.com/containerd/containerd/v2)
@@ -214,10 +217,12 @@ copy_from_module() {
 
 copy_from_module training-operator github.com/kubeflow/training-operator pytorchjob-crd . \
   manifests/base/crds/kubeflow.org_pytorchjobs.yaml
+copy_from_module kueue sigs.k8s.io/kueue kueue-crds kueue-crds \
+  config/components/crd/bases/kueue.x-k8s.io_{admissionchecks,clusterqueues,cohorts,localqueues,multikueueclusters,multikueueconfigs,provisioningrequestconfigs,resourceflavors,topologies,workloadpriorityclasses,workloads}.yaml
 copy_from_module kwok sigs.k8s.io/kwok kwok-stages kwok-stages \
   kustomize/stage/node/fast/node-initialize.yaml \
   kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
   kustomize/stage/pod/fast/pod-ready.yaml \
   kustomize/stage/pod/fast/pod-delete.yaml
-log "done: $(cd "$out" && echo etcd kube-* kubelet kwok training-operator minio mc containerd* ctr cni-bin/* \
-  coredns pause buildkitd buildctl ./*.yaml kwok-stages/*.yaml)"
+log "done: $(cd "$out" && echo etcd kube-* kubelet kwok training-operator kueue minio mc containerd* ctr cni-bin/* \
+  coredns pause buildkitd buildctl ./*.yaml kueue-crds/*.yaml kwok-stages/*.yaml)"

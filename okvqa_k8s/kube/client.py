@@ -27,6 +27,7 @@ PLURALS = {
     "Deployment": "deployments",
     "Job": "jobs",
     "PyTorchJob": "pytorchjobs",
+    "Workload": "workloads",
     names.KIND: names.PLURAL,
     "CustomResourceDefinition": "customresourcedefinitions",
     "Namespace": "namespaces",

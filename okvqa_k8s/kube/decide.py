@@ -4,7 +4,8 @@ Pure and level-triggered: it looks only at what exists now, never at which event
 event or an operator restart decides the same thing and creates nothing twice. Every backend gathers
 `Observed` the same way (observe.py) and `driver.step` applies the actions and publishes the status.
 
-Phases: Pending (PyTorchJob created, pods not running) → Training → Serving (Deployments becoming
+Phases: Pending (PyTorchJob created, pods not running) → Queued (a run with `spec.queue` whose job Kueue
+has not admitted, or has preempted: queueing.py) → Training → Serving (Deployments becoming
 available) → Evaluating (Jobs scoring the endpoints) → Succeeded; Failed from anywhere, with a reason
 (a pod whose image cannot be pulled among them: pods.py).
 The ConfigMap written at the start records the *accepted* spec; a later spec edit is refused with a
@@ -22,7 +23,7 @@ import yaml
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.evalset import evaluation_problems
 from okvqa_k8s.evaluate.report import group_line
-from okvqa_k8s.kube import names
+from okvqa_k8s.kube import names, queueing
 from okvqa_k8s.kube.pods import image_pull_failure
 from okvqa_k8s.kube.render import (
     SPEC_FILE,
@@ -48,7 +49,9 @@ class Observed:
     `eval_results` holds results.json per variant, read only once the evaluation Job has completed, so
     a stale result left in storage by an earlier run can never finish this one. `eval_set` and
     `dataset_manifest` are the `data prepare` manifests of the evaluation set and of the training set,
-    read only before the PyTorchJob exists (None: not read, or not readable from here).
+    read only before the PyTorchJob exists (None: not read, or not readable from here). `workload` is
+    Kueue's Workload of a queued run's PyTorchJob; `queueing_installed` False when the cluster has no
+    Workload API at all.
     """
 
     configmap: dict[str, Any] | None = None
@@ -62,6 +65,8 @@ class Observed:
     eval_results: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     eval_set: Mapping[str, Any] | None = None
     dataset_manifest: Mapping[str, Any] | None = None
+    workload: Mapping[str, Any] | None = None
+    queueing_installed: bool = True
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,8 @@ def decide(
         msg = f"PyTorchJob {st['jobName']} failed: {failed.get('reason', '')}: {failed.get('message', '')}"
         set_condition(st, Condition.TRAINED, False, Reason.JOB_FAILED, msg, now, generation)
         return _finish(old, fail(st, Reason.TRAINING_FAILED, msg, now, generation))
+    if (held := _queued(decision, accepted, job, observed, now, generation)) is not None:
+        return _finish(old, held)
     if not condition_true(job, "Succeeded"):
         if condition_true(job, "Running") or condition_true(job, "Restarting"):
             _phase(st, Phase.TRAINING, Reason.JOB_RUNNING, f"PyTorchJob {st['jobName']} is running")
@@ -244,6 +251,43 @@ def decide(
         return _finish(old, decision)
     _serve_and_evaluate(decision, owner, accepted, observed, now, generation)
     return _finish(old, decision)
+
+
+def _queued(
+    decision: Decision,
+    spec: FineTuneSpec,
+    job: Mapping[str, Any],
+    observed: Observed,
+    now: str,
+    generation: int | None,
+) -> Decision | None:
+    """A run with a queue whose job has not finished: `decision` in phase Queued while Kueue holds the
+    job, a failure when waiting is hopeless, None once admitted (it goes on as any run).
+    `status.queue` keeps the time waited, all waits (preemptions included) together."""
+    queue, st = spec.queue, decision.status
+    if not queue or condition_true(job, "Succeeded"):
+        return None
+    record = {**(st.get("queue") or {}), "name": queue}
+    if not queueing.suspended(job):
+        if since := record.pop("since", None):
+            waited = record.get("waitedSeconds", 0) + queueing.seconds_between(since, now)
+            record["waitedSeconds"] = int(waited)
+        st["queue"] = record
+        msg = f"admitted by Kueue in LocalQueue {queue}"
+        set_condition(st, Condition.ADMITTED, True, Reason.ADMITTED, msg, now, generation)
+        return None
+    wait = queueing.wait(queue, st["jobName"], observed.workload, observed.queueing_installed, now)
+    set_condition(st, Condition.ADMITTED, False, wait.reason, wait.message, now, generation)
+    if wait.fatal:
+        failure = fail(st, wait.reason, wait.message, now, generation)
+        # Out of the queue, so it holds no place there (a suspended job holds no quota or pod).
+        failure.actions.append(Delete("kubeflow.org/v1", "PyTorchJob", st["jobName"]))
+        return failure
+    record.setdefault("since", now)
+    record["reason"] = wait.kueue_reason
+    st["queue"] = {k: v for k, v in record.items() if v != ""}
+    _phase(st, Phase.QUEUED, wait.reason, wait.message)
+    return decision
 
 
 def _evaluation_set_problems(spec: FineTuneSpec, observed: Observed) -> list[str]:

@@ -3,7 +3,8 @@ test compares the two, so least privilege is checked rather than hoped for.
 
 Derived from what the operator does (operator.py, backends/kubernetes.py, observe.py): watch + read
 FineTunes and write only their status; create/read/delete the children it owns; list the run's pods (to
-notice an image that cannot be pulled; never watched, the resync finds them); post Events. kopf's
+notice an image that cannot be pulled; never watched, the resync finds them) and Kueue's Workloads (why a
+queued run waits; read-only, Kueue owns them); post Events. kopf's
 cluster scanning is disabled, so no namespace or CRD listing is needed.
 No Secrets: storage credentials come from the operator's own environment.
 """
@@ -26,5 +27,6 @@ OPERATOR_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
     {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
