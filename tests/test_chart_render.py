@@ -439,8 +439,8 @@ def test_bad_values_are_refused_by_the_schema(helm: str, args: list[str], expect
 
 
 def test_kueue_objects_are_off_by_default_and_follow_values(helm: str) -> None:
-    """The quota (a default resource removed with null) and preemption come from values; the Kueue CRDs' own validation is exercised by
-    helm install into the test cluster (test_kube_kueue.py)."""
+    """The quota (a default resource removed with null) and preemption come from values; the Kueue
+    CRDs' own validation is exercised by helm install into the test cluster (test_kube_kueue.py)."""
     assert not [o for o in render(helm) if o["apiVersion"].startswith("kueue.x-k8s.io/")]
     objs = render(
         helm,
