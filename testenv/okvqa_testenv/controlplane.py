@@ -28,7 +28,7 @@ import yaml
 from okvqa_testenv import images, kueue, kwok, node, training_operator
 from okvqa_testenv.api import Api, condition_true
 from okvqa_testenv.paths import testenv_dir
-from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa
+from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa, mount_pair
 from okvqa_testenv.processes import START_TIMEOUT_S, Component, StartStop, free_ports, http_ok, wait_until
 from okvqa_testenv.s3 import S3_BINARY, MinioS3, S3Endpoint
 
@@ -306,11 +306,8 @@ class ControlPlane(StartStop):
             operator,
         )
         if queueing is not None:
-            self._wait(
-                "Kueue /readyz",
-                lambda: http_ok(f"http://127.0.0.1:{ports['kueue_health']}/readyz"),
-                queueing,
-            )
+            # Ready once the API server gets through its webhooks: a dry-run create passes them.
+            self._wait("Kueue's webhooks", lambda: kueue.admits(api), queueing)
         if s3 is not None:
             component, check = s3
             self._wait("the S3 server", check, component)
@@ -335,10 +332,12 @@ class ControlPlane(StartStop):
             )
         for path, obj in kueue.bootstrap_objects(self.binaries, certs, ports["kueue_webhook"]):
             api.create(path, obj)
-        config = kueue.write_config(self.dir / "kueue.yaml", ports, self.dir / "kueue-certs")
+        cert_dir = self.dir / "kueue-certs"
+        mount_pair(certs, cert_dir)
+        config = kueue.write_config(self.dir / "kueue.yaml", ports, cert_dir)
         return self._spawn(
             "kueue",
-            kueue.argv(self._bin(kueue.BINARY), config, ports),
+            kueue.argv(self._bin(kueue.BINARY), config),
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
         )
 

@@ -18,10 +18,12 @@ from typing import Any
 
 import yaml
 
+from okvqa_testenv.api import Api
 from okvqa_testenv.pki import webhook_pair
 
 BINARY = "kueue"
-PORTS = ("kueue_webhook", "kueue_health", "kueue_metrics", "kueue_visibility")
+PORTS = ("kueue_webhook", "kueue_health", "kueue_metrics")
+GROUP = "kueue.x-k8s.io"
 NAMESPACE = "kueue-system"
 SERVICE = "kueue-webhook-service"
 SECRET = "kueue-webhook-server-cert"
@@ -50,8 +52,9 @@ WEBHOOK_MANIFESTS = "kueue-webhooks/manifests.yaml"
 # The CRDs whose conversion webhook Kueue's rotator injects its CA into (it fails without one).
 CONVERTED = ("clusterqueues", "cohorts", "localqueues", "multikueueclusters", "workloads")
 INTEGRATIONS = ("kubeflow.org/pytorchjob",)
-_SERVED = {("kueue.x-k8s.io", r) for r in ("clusterqueues", "cohorts", "resourceflavors", "workloads")}
-_SERVED |= {("kueue.x-k8s.io", "workloads/status"), ("kubeflow.org", "pytorchjobs")}
+_SERVED = {(GROUP, r) for r in ("clusterqueues", "cohorts", "resourceflavors", "workloads")}
+_SERVED |= {(GROUP, "workloads/status")}
+_SERVED |= {("kubeflow.org", "pytorchjobs")}
 REQUIRED = (*CRDS, WEBHOOK_MANIFESTS)
 
 
@@ -135,8 +138,21 @@ def write_config(path: Path, ports: dict[str, int], cert_dir: Path) -> Path:
     return path
 
 
-def argv(binary: str, config: Path, ports: dict[str, int]) -> list[str]:
-    return [binary, f"--config={config}", f"--visibility-server-port={ports['kueue_visibility']}"]
+def admits(api: Api) -> bool:
+    """Whether Kueue's webhooks answer: a dry-run ResourceFlavor goes through its mutating webhook (which
+    Kueue serves only after its readiness probe already says ready)."""
+    flavor = {"apiVersion": f"{GROUP}/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "probe"}}
+    try:
+        status, _ = api.request("POST", f"/apis/{GROUP}/v1beta2/resourceflavors?dryRun=All", flavor)
+    except OSError:
+        return False
+    return status in (200, 201)
+
+
+def argv(binary: str, config: Path) -> list[str]:
+    # Its visibility API (queue positions) is an aggregated API server that authenticates the API
+    # server's requests with in-cluster credentials, which a process outside a pod has not: Kueue exits.
+    return [binary, f"--config={config}", "--feature-gates=VisibilityOnDemand=false"]
 
 
 def _client_config(certs: dict[str, bytes], port: int, path: str) -> dict[str, str]:

@@ -177,3 +177,19 @@ def webhook_pair(stem: str, ca_name: str, dns_name: str) -> dict[str, bytes]:
         except OSError:  # another process won the race: use its certificates
             shutil.rmtree(staging)
     return {n: (directory / n).read_bytes() for n in WEBHOOK_PAIR_FILES}
+
+
+def mount_pair(certs: dict[str, bytes], directory: Path) -> None:
+    """Put a webhook's CA and serving pair where its controller reads them, as the Secret volume of its
+    Deployment would: the controllers wait for these files and never write them themselves. Each file is
+    replaced atomically, so a controller of another control plane sharing `directory` never reads half a
+    file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        target = directory / name
+        if target.is_file() and target.read_bytes() == certs[name]:
+            continue
+        fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        with os.fdopen(fd, "wb") as out:
+            out.write(certs[name])
+        os.replace(staging, target)

@@ -7,12 +7,10 @@ Service network has to route a Service reference to it.
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from okvqa_testenv.pki import webhook_pair
+from okvqa_testenv.pki import mount_pair, webhook_pair
 
 PYTORCHJOB_CRD = "kubeflow.org_pytorchjobs.yaml"
 # The training operator manages its webhook certificate through these fixed names (pkg/cert in v1.9).
@@ -33,25 +31,8 @@ def webhook_certs() -> dict[str, bytes]:
     certificate unless both hold the same one.
     """
     certs = webhook_pair("okvqa-k8s-testenv-webhook", WEBHOOK_CA_NAME, WEBHOOK_DNS_NAME)
-    _mount(certs)
+    mount_pair(certs, CERT_DIR)
     return certs
-
-
-def _mount(certs: dict[str, bytes]) -> None:
-    """Put the serving pair where the operator reads it, as the Secret volume of its Deployment would.
-
-    The operator's readiness waits for these files; it never writes them itself. Each file is replaced
-    atomically, so an operator of another control plane never reads half a file.
-    """
-    CERT_DIR.mkdir(parents=True, exist_ok=True)
-    for name in ("ca.crt", "tls.crt", "tls.key"):
-        target = CERT_DIR / name
-        if target.is_file() and target.read_bytes() == certs[name]:
-            continue
-        fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=CERT_DIR)
-        with os.fdopen(fd, "wb") as out:
-            out.write(certs[name])
-        os.replace(staging, target)
 
 
 def bootstrap_objects(certs: dict[str, bytes], webhook_port: int) -> list[tuple[str, dict[str, Any]]]:
