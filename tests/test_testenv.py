@@ -223,7 +223,7 @@ def test_kueue_serves_its_webhooks_and_manages_only_queued_jobs(
         )
 
     job = wait_for("the PyTorchJob to succeed", lambda: _condition(plain(), "Succeeded") and plain())
-    assert not job["spec"]["runPolicy"].get("suspend")
+    assert not (job["spec"].get("runPolicy") or {}).get("suspend")
     assert _jobs(api).list_namespaced_custom_object(*kueue, namespace, "workloads")["items"] == []
     _jobs(api).delete_cluster_custom_object(*kueue, "resourceflavors", name)
 
