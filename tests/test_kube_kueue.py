@@ -124,7 +124,9 @@ def remove(kube: Kube, ns: str, *runs: str) -> None:
     )
 
 
-def test_second_run_waits_for_quota_then_runs(kube: Kube, queues: Queues, tmp_path: Path) -> None:
+def test_second_run_waits_for_quota_then_runs(
+    kube: Kube, cluster: ControlPlane, queues: Queues, tmp_path: Path
+) -> None:
     ns = queues.namespace
     with base.OperatorThread(kube):
         submit(kube, ns, "first", tmp_path / "first", podAnnotations={HOLD_ANNOTATION: "true"})
@@ -146,6 +148,16 @@ def test_second_run_waits_for_quota_then_runs(kube: Kube, queues: Queues, tmp_pa
         assert job["metadata"]["labels"][queueing.QUEUE_LABEL] == "team"
         assert pods_of(kube, ns, "second") == [], "a queued run holds no pod"
         assert len(pods_of(kube, ns, "first")) == 2
+        # what the user sees while waiting
+        got = base.kubectl(cluster, "get", "finetunes", "-n", ns, "-o", "wide")
+        assert got.returncode == 0, got.stderr
+        header, *rows = got.stdout.splitlines()
+        assert header.split()[-3:] == ["WAITING", "QUEUE", "AGE"]
+        assert next(r for r in rows if r.startswith("second")).split()[1:3] == ["Queued", "2"]
+        detail = base.cli(["status", "second", "-n", ns], cluster.kubeconfig).output
+        assert "queue: LocalQueue team, waiting " in detail and "Kueue reason Pending" in detail, detail
+        assert "Admitted=False (Queued): waiting in LocalQueue team: couldn't assign flavors" in detail
+        print(f"{got.stdout}\n{detail}")
 
         release(kube, ns, "first")
         reaches(kube, ns, "first", "Succeeded")
