@@ -6,6 +6,7 @@ flavor assigner; the cluster tests in test_kube_kueue.py see the same from the r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,3 +215,15 @@ def test_seconds_between_never_guesses() -> None:
     assert queueing.seconds_between(EARLIER, NOW) == 600
     assert queueing.seconds_between(NOW, EARLIER) == 0
     assert queueing.seconds_between("yesterday", NOW) == 0
+
+
+def test_local_run_is_not_held(tmp_path: Path) -> None:
+    """`submit --local` has no queue: its job runs at once, so the decision goes on as admitted."""
+    from okvqa_k8s.kube.backends.local import LocalCluster
+
+    local = LocalCluster(tmp_path)
+    local.objects[("PyTorchJob", "run")] = render_pytorchjob(parse_spec(QUEUED), OWNER)
+    seen = local.get("kubeflow.org/v1", "PyTorchJob", "ns", "run")
+    assert seen is not None and not queueing.suspended(seen)
+    d = decide(OWNER, QUEUED, {"phase": "Pending", "jobName": "run"}, Observed(job=seen), NOW)
+    assert d.status["phase"] == "Training"
