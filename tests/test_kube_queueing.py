@@ -6,6 +6,7 @@ flavor assigner; the cluster tests in test_kube_kueue.py see the same from the r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ NOW = "2025-01-01T00:10:00Z"
 EARLIER = "2025-01-01T00:00:00Z"  # ten minutes before NOW
 SPEC = {"dataset": {"uri": "s3://b/data"}, "outputUri": "s3://b/runs/run", "nodes": 2}
 QUEUED = {**SPEC, "queue": "team-a", "priorityClass": "low"}
+NO_SERVE = {"inference": {"enabled": False}, "evaluation": {"enabled": False}}
 PENDING_MSG = (
     "couldn't assign flavors to pod set master: insufficient unused quota for nvidia.com/gpu in flavor "
     "gpu, 8 more needed"
@@ -151,6 +153,25 @@ def test_preempted_run_goes_back_to_queued_and_adds_up_its_waits() -> None:
     assert d.actions == []  # the job stays: Kueue resumes it, and training resumes from its checkpoint
     resumed = decide(OWNER, QUEUED, d.status, observed(QUEUED, suspended=False, running=True), NOW)
     assert resumed.status["phase"] == "Training" and resumed.status["queue"]["waitedSeconds"] == 630
+
+
+def test_a_wait_ends_however_the_run_leaves_the_queue() -> None:
+    """Admitted and finished between two looks, or failed: no run keeps a `since` (the Waiting column)."""
+    status = {
+        "phase": "Queued",
+        "jobName": "run",
+        "queue": {"name": "team-a", "since": EARLIER, "reason": "Pending"},
+    }
+    finished = observed(QUEUED, suspended=False)
+    finished.job["status"] = {"conditions": [condition("Succeeded", "True", "Succeeded")]}
+    d = decide(OWNER, {**QUEUED, **NO_SERVE}, status, replace(finished, configmap=None), NOW)
+    assert d.status["phase"] == "Succeeded" and d.status["queue"] == {"name": "team-a", "waitedSeconds": 600}
+    never = observed(QUEUED, workload=workload(condition("QuotaReserved", "False", "Pending", NEVER_MSG)))
+    failed = decide(OWNER, QUEUED, status, never, NOW)
+    assert failed.status["phase"] == "Failed" and failed.status["queue"] == {
+        "name": "team-a",
+        "waitedSeconds": 600,
+    }
 
 
 def test_preemption_under_way_is_not_mistaken_for_admission() -> None:

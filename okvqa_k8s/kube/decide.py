@@ -261,24 +261,22 @@ def _queued(
     now: str,
     generation: int | None,
 ) -> Decision | None:
-    """A run with a queue whose job has not finished: `decision` in phase Queued while Kueue holds the
-    job, a failure when waiting is hopeless, None once admitted (it goes on as any run).
-    `status.queue` keeps the time waited, all waits (preemptions included) together."""
+    """A run with a queue: `decision` in phase Queued while Kueue holds its job, a failure when waiting
+    is hopeless, None once admitted or finished (it goes on as any run). `status.queue` keeps the time
+    waited, all waits (preemptions included) together; `since` only while the run waits."""
     queue, st = spec.queue, decision.status
-    if not queue or condition_true(job, "Succeeded"):
+    if not queue:
         return None
     record = {**(st.get("queue") or {}), "name": queue}
-    if not queueing.suspended(job):
-        if since := record.pop("since", None):
-            waited = record.get("waitedSeconds", 0) + queueing.seconds_between(since, now)
-            record["waitedSeconds"] = int(waited)
-        st["queue"] = record
+    if condition_true(job, "Succeeded") or not queueing.suspended(job):
+        st["queue"] = _end_wait(record, now)
         msg = f"admitted by Kueue in LocalQueue {queue}"
         set_condition(st, Condition.ADMITTED, True, Reason.ADMITTED, msg, now, generation)
         return None
     wait = queueing.wait(queue, st["jobName"], observed.workload, observed.queueing_installed, now)
     set_condition(st, Condition.ADMITTED, False, wait.reason, wait.message, now, generation)
     if wait.fatal:
+        st["queue"] = _end_wait(record, now)
         failure = fail(st, wait.reason, wait.message, now, generation)
         # Out of the queue, so it holds no place there (a suspended job holds no quota or pod).
         failure.actions.append(Delete("kubeflow.org/v1", "PyTorchJob", st["jobName"]))
@@ -288,6 +286,14 @@ def _queued(
     st["queue"] = {k: v for k, v in record.items() if v != ""}
     _phase(st, Phase.QUEUED, wait.reason, wait.message)
     return decision
+
+
+def _end_wait(record: dict[str, Any], now: str) -> dict[str, Any]:
+    """`status.queue` once the run no longer waits: the time of this wait added to the earlier ones."""
+    record.pop("reason", None)
+    if since := record.pop("since", None):
+        record["waitedSeconds"] = int(record.get("waitedSeconds", 0) + queueing.seconds_between(since, now))
+    return record
 
 
 def _evaluation_set_problems(spec: FineTuneSpec, observed: Observed) -> list[str]:
