@@ -75,7 +75,7 @@ testenv-images: venv testenv testenv-host ## the real node's images, offline: De
 	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m okvqa_testenv images build --repo $(CURDIR); \
 	else echo "testenv-images: skipped, building images into the real node's containerd needs root"; fi
 
-testenv: ## build the real cluster from Go modules (control plane, kwok, training operator, MinIO, node: containerd, kubelet, CNI, CoreDNS, BuildKit)
+testenv: ## build the real cluster from Go modules (control plane, kwok, training operator, Kueue, MinIO, node: containerd, kubelet, CNI, CoreDNS, BuildKit)
 	bash k8s/testenv/build.sh
 
 chart: venv ## regenerate values.schema.json, the RBAC rules and README.md of charts/okvqa

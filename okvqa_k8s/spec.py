@@ -25,6 +25,9 @@ from okvqa_k8s.prompts import DEFAULT_PROMPT_TEMPLATE, PromptTemplate
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 Quantity = Annotated[str, Field(pattern=QUANTITY)]
+# Kueue names the queue and priority of a job in labels, so both must be valid label values.
+LABEL_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+LabelName = Annotated[str, Field(pattern=LABEL_NAME, max_length=63)]
 
 
 def _storage_uri(value: Any) -> Any:
@@ -321,6 +324,14 @@ class FineTuneSpec(_Model):
     )
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    queue: LabelName | None = Field(
+        None,
+        description="Kueue LocalQueue the training job waits in for quota (admitted all nodes at once); "
+        "unset: created and scheduled at once.",
+    )
+    priority_class: LabelName | None = Field(
+        None, description="Kueue WorkloadPriorityClass of the training job (needs queue)."
+    )
 
     _uri = field_validator("output_uri")(_storage_uri)
 
@@ -328,6 +339,12 @@ class FineTuneSpec(_Model):
     def _evaluation_needs_inference(self) -> FineTuneSpec:
         if self.evaluation.enabled and not self.inference.enabled:
             raise ValueError("evaluation.enabled requires inference.enabled (it queries the endpoint)")
+        return self
+
+    @model_validator(mode="after")
+    def _priority_needs_queue(self) -> FineTuneSpec:
+        if self.priority_class is not None and self.queue is None:
+            raise ValueError("priorityClass requires queue (Kueue only orders jobs waiting in a queue)")
         return self
 
     @property

@@ -49,8 +49,8 @@ def exists(read: Callable[[], object]) -> bool:
     return True
 
 
-def _unavailable_reason() -> str | None:
-    missing = missing_binaries()
+def _unavailable_reason(queueing: bool = True) -> str | None:
+    missing = missing_binaries(queueing=queueing)
     if not missing:
         return None
     if shutil.which("go") is None and not Path("/usr/local/go/bin/go").is_file():
@@ -65,13 +65,14 @@ def _unavailable_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
-    """A started ControlPlane with S3, shared by the session and always stopped, even after failures."""
+    """A started ControlPlane with S3 and Kueue, shared by the session and always stopped, even after
+    failures. Kueue runs under every cluster test: a FineTune without a queue must not notice it."""
     reason = _unavailable_reason()
     if reason is not None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: {reason}", pytrace=False)
         pytest.skip(reason)
-    with ControlPlane(s3=True) as plane:
+    with ControlPlane(s3=True, queueing=True) as plane:
         yield plane
 
 
@@ -84,7 +85,7 @@ def real_cluster() -> Iterator[ControlPlane]:
     from okvqa_testenv.images import default_refs, project_version
     from tests.conftest import REPO, require
 
-    reason = _unavailable_reason()
+    reason = _unavailable_reason(queueing=False)
     require(reason is None, reason or "")
     require(os.geteuid() == 0, "a real node needs root")
     lacking = node.missing()

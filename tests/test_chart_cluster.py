@@ -225,6 +225,8 @@ def test_service_account_is_granted_exactly_the_operator_rules(
         ("", "nodes", "list"), ("", "namespaces", "delete"), ("", "serviceaccounts/token", "create"),
         (rbac_group, "roles", "create"), (rbac_group, "rolebindings", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "create"), ("apps", "daemonsets", "create"),
+        ("kueue.x-k8s.io", "workloads", "update"), ("kueue.x-k8s.io", "workloads", "delete"),
+        ("kueue.x-k8s.io", "localqueues", "create"), ("kueue.x-k8s.io", "clusterqueues", "list"),
     }  # fmt: skip
     for group, resource, verb in sorted(beyond - needed):
         assert not can(sa, verb, group, resource, ns), f"{verb} {resource}.{group} is not needed yet granted"
@@ -234,6 +236,11 @@ def test_service_account_is_granted_exactly_the_operator_rules(
     assert status_of(lambda: custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)) == 403
     assert status_of(lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)) == 403
     assert status_of(lambda: client.CoreV1Api(sa).list_namespaced_secret(ns)) == 403
+    # Kueue's Workloads (why a queued run waits): read in its namespace only, never written.
+    workloads = ("kueue.x-k8s.io", "v1beta2")
+    assert status_of(lambda: custom.list_namespaced_custom_object(*workloads, ns, "workloads")) == 200
+    assert status_of(lambda: custom.list_namespaced_custom_object(*workloads, "default", "workloads")) == 403
+    assert status_of(lambda: custom.list_cluster_custom_object(*workloads, "clusterqueues")) == 403
 
 
 def _free_port() -> int:

@@ -414,13 +414,62 @@ def test_notes_tell_what_to_run_next(helm: str) -> None:
             ],
             "learningRat",
         ),
+        (["--set", "kueue.preemption=Always"], "preemption"),
+        (["--set", "kueue.quota.cpu=lots"], "cpu"),
+        (["--set", "kueue.localQueue=Team_A"], "localQueue"),
     ],
-    ids=["typo", "digest", "node-port", "bucket", "run-name", "spec-minimum", "spec-required", "spec-typo"],
+    ids=[
+        "typo",
+        "digest",
+        "node-port",
+        "bucket",
+        "run-name",
+        "spec-minimum",
+        "spec-required",
+        "spec-typo",
+        "kueue-preemption",
+        "kueue-quota",
+        "kueue-queue-name",
+    ],
 )
 def test_bad_values_are_refused_by_the_schema(helm: str, args: list[str], expected: str) -> None:
     err = refusal(helm, *args)
     assert "values don't meet the specifications of the schema" in err
     assert expected in err
+
+
+def test_kueue_objects_are_off_by_default_and_follow_values(helm: str) -> None:
+    """The quota (a default resource removed with null) and preemption come from values; the Kueue
+    CRDs' own validation is exercised by helm install into the test cluster (test_kube_kueue.py)."""
+    assert not [o for o in render(helm) if o["apiVersion"].startswith("kueue.x-k8s.io/")]
+    objs = render(
+        helm,
+        "--set", "kueue.enabled=true", "--set", "kueue.preemption=LowerPriority",
+        "--set-json", 'kueue.quota={"nvidia.com/gpu": 16, "cpu": "64", "memory": null}',
+        "--set-json", 'kueue.priorityClasses=[{"name": "high", "value": 1000}]',
+    )  # fmt: skip
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objs if o["apiVersion"] == "kueue.x-k8s.io/v1beta2"}
+    assert kinds == {
+        ("ResourceFlavor", "okvqa-default"),
+        ("ClusterQueue", "okvqa"),
+        ("LocalQueue", "okvqa"),
+        ("WorkloadPriorityClass", "high"),
+    }
+    queue = one(objs, "ClusterQueue", "okvqa")["spec"]
+    (group,) = queue["resourceGroups"]
+    assert group["coveredResources"] == ["cpu", "nvidia.com/gpu"]
+    assert group["flavors"] == [
+        {
+            "name": "okvqa-default",
+            "resources": [
+                {"name": "cpu", "nominalQuota": "64"},
+                {"name": "nvidia.com/gpu", "nominalQuota": "16"},
+            ],
+        }
+    ]
+    assert queue["preemption"] == {"withinClusterQueue": "LowerPriority"}
+    local = one(objs, "LocalQueue", "okvqa")
+    assert local["metadata"]["namespace"] == NAMESPACE and local["spec"] == {"clusterQueue": "okvqa"}
 
 
 def test_template_guards(helm: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from okvqa_k8s.errors import UserError
-from okvqa_k8s.kube.cli import COMMANDS, format_table, status_rows
+from okvqa_k8s.kube.cli import COMMANDS, format_table, status_rows, status_text
 
 SPEC = {"dataset": {"uri": "s3://bkt/ds"}, "outputUri": "s3://bkt/runs/x", "nodes": 2}
 
@@ -116,6 +117,29 @@ def test_status_table() -> None:
     assert "30.00% → 61.50%" in lines[1] and "10/10" in lines[1]
     assert lines[2].split() == ["bb", "1"]
     assert "0.00% → 65.70%" in lines[3] and lines[3].endswith("\u22121.2 pp / 337 q")
+
+
+def test_status_explains_a_queued_run() -> None:
+    """`status NAME` of a run waiting for Kueue: the phase with its wait, Kueue's message, the queue."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 150))
+    message = "waiting in LocalQueue team-a: couldn't assign flavors to pod set master: insufficient quota"
+    item = {
+        "metadata": {"name": "q"},
+        "spec": {"nodes": 2, "queue": "team-a"},
+        "status": {
+            "phase": "Queued",
+            "reason": "Queued",
+            "message": message,
+            "queue": {"name": "team-a", "since": since, "reason": "Pending", "waitedSeconds": 40},
+            "conditions": [{"type": "Admitted", "status": "False", "reason": "Queued", "message": message}],
+        },
+    }
+    out = status_text(item)
+    assert out.splitlines()[1].split()[:3] == ["q", "Queued", "(2m)"]
+    assert f"message: {message}" in out
+    where = f"queue: LocalQueue team-a, waiting 2m (since {since}), Kueue reason Pending"
+    assert f"{where}; waited 40 s before" in out
+    assert "Admitted=False (Queued)" in out
 
 
 @pytest.fixture(scope="module")

@@ -148,11 +148,14 @@ def test_crd_shape() -> None:
         "Accuracy",
         "Untrained-Delta",
         "Endpoint",
+        "Waiting",
+        "Queue",
         "Age",
     ]
     # `kubectl get` keeps its columns; the change on the untrained categories shows with -o wide
     wide = {c["name"]: c.get("priority", 0) for c in version["additionalPrinterColumns"]}
     assert wide["Untrained-Delta"] == 1 and wide["Accuracy"] == 0
+    assert wide["Queue"] == 1 and wide["Waiting"] == 1  # the Phase column says Queued; -o wide how long
     assert obj["spec"]["scope"] == "Namespaced"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert {

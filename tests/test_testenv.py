@@ -1,5 +1,6 @@
 """The test control plane behaves like a cluster where it matters to us: real API server, RBAC,
-controllers, scheduler, kwok nodes and pods, the Kubeflow training operator and its admission webhook."""
+controllers, scheduler, kwok nodes and pods, the Kubeflow training operator and its admission webhook,
+Kueue and its webhooks."""
 
 from __future__ import annotations
 
@@ -200,6 +201,31 @@ def test_the_webhook_refuses_two_masters(api: client.ApiClient, namespace: str) 
     message = json.loads(refused.value.body)["message"]
     assert 'admission webhook "validator.pytorchjob.training-operator.kubeflow.org" denied' in message
     assert "pytorchReplicaSpecs[Master].replicas" in message
+
+
+def test_kueue_serves_its_webhooks_and_manages_only_queued_jobs(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """Kueue's mutating webhook (by URL, with the testenv's Kueue CA) stamps its finalizer on a
+    ResourceFlavor; its PyTorchJob integration leaves a job without a queue alone."""
+    kueue = ("kueue.x-k8s.io", "v1beta2")
+    name = f"flavor-{uuid.uuid4().hex[:6]}"
+    body = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": name}}
+    flavor = _jobs(api).create_cluster_custom_object(*kueue, "resourceflavors", body)
+    assert "kueue.x-k8s.io/resource-in-use" in flavor["metadata"]["finalizers"]
+    _jobs(api).create_namespaced_custom_object(
+        "kubeflow.org", "v1", namespace, "pytorchjobs", _pytorchjob("plain")
+    )
+
+    def plain() -> dict[str, Any]:
+        return _jobs(api).get_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs", "plain"
+        )
+
+    job = wait_for("the PyTorchJob to succeed", lambda: _condition(plain(), "Succeeded") and plain())
+    assert not (job["spec"].get("runPolicy") or {}).get("suspend")
+    assert _jobs(api).list_namespaced_custom_object(*kueue, namespace, "workloads")["items"] == []
+    _jobs(api).delete_cluster_custom_object(*kueue, "resourceflavors", name)
 
 
 def test_garbage_collector_deletes_dependents(api: client.ApiClient, namespace: str) -> None:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the real control plane the cluster tests run against (`make testenv`): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kwok and the Kubeflow training operator v1;
+# kube-controller-manager, kube-scheduler, kwok, the Kubeflow training operator v1 and Kueue (queueing);
 # what a real Kubernetes node runs: kubelet, kube-proxy, containerd (with containerd-shim-runc-v2 and ctr),
 # the CNI plugins bridge, loopback, host-local and portmap (in cni-bin/, the node's CNI bin dir), CoreDNS
 # and the pod sandbox's static `pause` (from pause/pause.c, built with gcc); and what builds and serves
 # images offline: BuildKit (buildkitd, buildctl); and MinIO (minio: the tests' S3 server and the chart's;
 # mc, its bucket Job's client). Each Go binary comes from its Go module at the version pinned in the go.mod
-# beside this script, plus data files of those same releases: the PyTorchJob CRD and kwok's default node
-# and pod Stages.
+# beside this script, plus data files of those same releases: the PyTorchJob CRD, Kueue's CRDs and webhook
+# manifests, and kwok's default node and pod Stages.
 #
 # Binaries land outside the clone, in $OKVQA_TESTENV_DIR (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/okvqa-k8s/testenv/bin). Each binary gets a stamp naming its module
@@ -167,6 +167,9 @@ build kubernetes k8s.io/kubernetes "$k8s_ldflags" "${kube_servers[@]}" \
 build kwok sigs.k8s.io/kwok "" kwok=sigs.k8s.io/kwok/cmd/kwok
 build training-operator github.com/kubeflow/training-operator "" \
   training-operator=github.com/kubeflow/training-operator/cmd/training-operator.v1
+kueue_version=$(version_of kueue sigs.k8s.io/kueue)
+build kueue sigs.k8s.io/kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue_version" \
+  kueue=sigs.k8s.io/kueue/cmd/kueue
 
 # A real node's runtime and network, and what builds and serves images offline.
 containerd_version=$(version_of containerd github.com/containerd/containerd/v2)
@@ -214,10 +217,14 @@ copy_from_module() {
 
 copy_from_module training-operator github.com/kubeflow/training-operator pytorchjob-crd . \
   manifests/base/crds/kubeflow.org_pytorchjobs.yaml
+copy_from_module kueue sigs.k8s.io/kueue kueue-crds kueue-crds \
+  config/components/crd/bases/kueue.x-k8s.io_{admissionchecks,clusterqueues,cohorts,localqueues,multikueueclusters,multikueueconfigs,provisioningrequestconfigs,resourceflavors,topologies,workloadpriorityclasses,workloads}.yaml
+copy_from_module kueue sigs.k8s.io/kueue kueue-webhooks kueue-webhooks config/components/webhook/manifests.yaml
 copy_from_module kwok sigs.k8s.io/kwok kwok-stages kwok-stages \
   kustomize/stage/node/fast/node-initialize.yaml \
   kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
   kustomize/stage/pod/fast/pod-ready.yaml \
   kustomize/stage/pod/fast/pod-delete.yaml
-log "done: $(cd "$out" && echo etcd kube-* kubelet kwok training-operator minio mc containerd* ctr cni-bin/* \
-  coredns pause buildkitd buildctl ./*.yaml kwok-stages/*.yaml)"
+log "done: $(cd "$out" && echo etcd kube-* kubelet kwok training-operator kueue minio mc containerd* ctr cni-bin/* \
+  coredns pause buildkitd buildctl ./*.yaml kueue-crds/*.yaml kueue-webhooks/*.yaml \
+  kwok-stages/*.yaml)"

@@ -195,6 +195,42 @@ def values_schema(spec_schema: dict[str, Any], max_run_name: int) -> dict[str, A
         },
         required=["enabled"],
     )
+    quantity = {
+        "oneOf": [{"type": "integer"}, {"type": "string", "pattern": props["scratchSize"]["pattern"]}]
+    }
+
+    def kueue_name(description: str) -> dict[str, Any]:
+        """A Kueue object's name, checked as a FineTune's `queue` is (Kueue puts it in a label)."""
+        return {**copy.deepcopy(props["queue"]), "description": description}
+
+    kueue = _closed(
+        {
+            "enabled": {"type": "boolean"},
+            "resourceFlavor": kueue_name("ResourceFlavor name."),
+            "nodeLabels": string_map,
+            "clusterQueue": kueue_name("ClusterQueue name."),
+            "quota": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": quantity,
+                "description": "Nominal quota per resource (cpu, memory, nvidia.com/gpu, …).",
+            },
+            "preemption": {"type": "string", "enum": ["Never", "LowerPriority", "LowerOrNewerEqualPriority"]},
+            "localQueue": kueue_name("LocalQueue name: a FineTune's `queue`."),
+            "priorityClasses": {
+                "type": "array",
+                "items": _closed(
+                    {
+                        "name": kueue_name("A FineTune's `priorityClass`."),
+                        "value": {"type": "integer"},
+                        "description": {"type": "string"},
+                    },
+                    required=["name", "value"],
+                ),
+            },
+        },
+        required=["enabled"],
+    )
     run_name = {
         "type": "string",
         "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
@@ -229,6 +265,7 @@ def values_schema(spec_schema: dict[str, Any], max_run_name: int) -> dict[str, A
                 "rbac": rbac,
                 "s3": s3,
                 "minio": minio,
+                "kueue": kueue,
                 "finetunes": {"type": "array", "items": finetune, "description": "FineTunes to create."},
                 # Helm adds `global` to every chart's values; refusing it would break use as a subchart.
                 "global": {"type": "object"},

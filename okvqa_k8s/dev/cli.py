@@ -2,8 +2,9 @@
 
 `dev cluster up` runs, in the foreground, the same real cluster the tests use (built by `make testenv`):
 a throwaway control plane with kwok GPU nodes and the Kubeflow training operator, and with
-`--real-node` a real kubelet + containerd node that runs the project's locally built images, to try the
-operator, the chart or `kubectl` against without kind or Docker. Ctrl-C stops it and deletes its data.
+`--real-node` a real kubelet + containerd node that runs the project's locally built images, and with
+`--kueue` Kueue (queues and quota), to try the operator, the chart or `kubectl` against without kind or
+Docker. Ctrl-C stops it and deletes its data.
 """
 
 from __future__ import annotations
@@ -53,20 +54,26 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     help="Also run a real node (kubelet + containerd, kube-proxy, CoreDNS) that runs pods from the images "
     "`make testenv-images` built; needs root. kwok's nodes are then tainted, so pods run for real.",
 )
-def up(s3: bool, real_node: bool) -> None:
+@click.option(
+    "--kueue",
+    is_flag=True,
+    help="Also run Kueue v0.17 (queues and quota for FineTunes with `queue`; chart value kueue.enabled).",
+)
+def up(s3: bool, real_node: bool, kueue: bool) -> None:
     """Start the control plane and keep it running until Ctrl-C."""
     testenv = _testenv()
-    missing = testenv.missing_binaries(s3=s3, real_node=real_node)
+    missing = testenv.missing_binaries(s3=s3, real_node=real_node, queueing=kueue)
     if missing:
         raise UserError(
             f"the cluster is not built (missing in {testenv.testenv_dir()}: {', '.join(missing)}); "
             "run `make testenv`"
         )
     signal.signal(signal.SIGTERM, _interrupt)
-    plane = testenv.ControlPlane(s3=s3, real_node=real_node)
+    plane = testenv.ControlPlane(s3=s3, real_node=real_node, queueing=kueue)
     try:
         click.echo(
             "starting etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator"
+            + (", Kueue" if kueue else "")
             + (", and a real node (containerd, kubelet, kube-proxy, CoreDNS)" if real_node else "")
             + "..."
         )

@@ -17,6 +17,7 @@ import click
 from okvqa_k8s.chart.location import chart_dir_option, resolve_chart_dir
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
+from okvqa_k8s.kube.states import Phase
 
 NAMESPACE_OPTION = click.option(
     "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's, else 'default')."
@@ -286,6 +287,44 @@ def _untrained_cell(untrained: dict[str, Any]) -> str:
     return f"{figure} / {untrained['questions']} q"
 
 
+def _phase_cell(st: dict[str, Any]) -> str:
+    """The phase, with how long a run has waited in its Kueue queue while it waits: `Queued (4m)`."""
+    phase = st.get("phase", "")
+    since = (st.get("queue") or {}).get("since")
+    return f"{phase} ({_age(since)})" if since and phase == Phase.QUEUED else phase
+
+
+def _queue_line(st: dict[str, Any]) -> str:
+    """What `status NAME` says of a queued run: where it waits, since when, what Kueue says."""
+    queue = st.get("queue") or {}
+    if not queue:
+        return ""
+    waited = int(queue.get("waitedSeconds", 0))
+    text = f"\nqueue: LocalQueue {queue['name']}"
+    if queue.get("since"):
+        text += f", waiting {_age(queue['since'])} (since {queue['since']})"
+        if queue.get("reason"):
+            text += f", Kueue reason {queue['reason']}"
+        if waited:
+            text += f"; waited {waited} s before"
+    else:
+        text += f", admitted after waiting {waited} s"
+    return text
+
+
+def status_text(item: dict[str, Any]) -> str:
+    """`status NAME`: the row, the phase's message, where a queued run waits, every condition."""
+    text = format_table(status_rows([item]))
+    st = item.get("status") or {}
+    if st.get("message"):
+        text += f"\n\nmessage: {st['message']}"
+    text += _queue_line(st)
+    for cond in st.get("conditions", []):
+        why = f"({cond.get('reason', '')}): {cond.get('message', '')}"
+        text += f"\n  {cond['type']}={cond['status']} {why}"
+    return text
+
+
 def status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
     """Table rows of FineTunes, like the CRD's printer columns plus the before → after accuracy (on the
     categories trained on) and its change on the categories not trained on."""
@@ -297,7 +336,7 @@ def status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
         rows.append(
             [
                 item["metadata"]["name"],
-                st.get("phase", ""),
+                _phase_cell(st),
                 str((item.get("spec") or {}).get("nodes", "")),
                 st.get("progress", ""),
                 accuracy,
@@ -333,13 +372,7 @@ def status(
             )
             if item is None:
                 raise UserError(f"FineTune {ns}/{name} not found")
-            text = format_table(status_rows([item]))
-            st = item.get("status") or {}
-            if st.get("message"):
-                text += f"\n\nmessage: {st['message']}"
-            for cond in st.get("conditions", []):
-                why = f"({cond.get('reason', '')}): {cond.get('message', '')}"
-                text += f"\n  {cond['type']}={cond['status']} {why}"
+            text = status_text(item)
         else:
             items = _api_call(f"listing FineTunes in {ns}", kube.list, names.API_VERSION, names.KIND, ns)
             text = format_table(status_rows(items)) if items else f"no FineTunes in namespace {ns}"

@@ -28,6 +28,7 @@ PLURALS = {
     "Job": "jobs",
     "NetworkPolicy": "networkpolicies",
     "PyTorchJob": "pytorchjobs",
+    "Workload": "workloads",
     names.KIND: names.PLURAL,
     "CustomResourceDefinition": "customresourcedefinitions",
     "Namespace": "namespaces",

@@ -38,6 +38,14 @@ PRINTER_COLUMNS = [
         "priority": 1,
     },
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+    {
+        "name": "Waiting",
+        "type": "date",
+        "description": "How long the run has been waiting in its Kueue LocalQueue (empty once admitted).",
+        "jsonPath": ".status.queue.since",
+        "priority": 1,
+    },
+    {"name": "Queue", "type": "string", "jsonPath": ".spec.queue", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

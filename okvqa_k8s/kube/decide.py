@@ -4,7 +4,8 @@ Pure and level-triggered: it looks only at what exists now, never at which event
 event or an operator restart decides the same thing and creates nothing twice. Every backend gathers
 `Observed` the same way (observe.py) and `driver.step` applies the actions and publishes the status.
 
-Phases: Pending (PyTorchJob created, pods not running) → Training → Serving (Deployments becoming
+Phases: Pending (PyTorchJob created, pods not running) → Queued (a run with `spec.queue` whose job Kueue
+has not admitted, or has preempted: queueing.py) → Training → Serving (Deployments becoming
 available) → Evaluating (Jobs scoring the endpoints) → Succeeded; Failed from anywhere, with a reason
 (a pod whose image cannot be pulled among them: pods.py).
 The ConfigMap written at the start records the *accepted* spec; a later spec edit is refused with a
@@ -23,7 +24,7 @@ from okvqa_k8s.errors import UserError
 from okvqa_k8s.evaluate.evalset import evaluation_problems
 from okvqa_k8s.evaluate.metric import result_metric
 from okvqa_k8s.evaluate.report import group_line
-from okvqa_k8s.kube import names
+from okvqa_k8s.kube import names, queueing
 from okvqa_k8s.kube.pods import container_config_failure, image_pull_failure, seconds_between, waiting_summary
 from okvqa_k8s.kube.render import (
     SPEC_FILE,
@@ -65,6 +66,8 @@ class Observed:
     maps each Secret the pods read (render.secret_references) that exists to its key names, never its
     values, read at the same time (None: not read; a Secret absent from the mapping does not exist).
     `foreign` lists same-named objects that are not this run's: they are neither adopted nor replaced.
+    `workload` is Kueue's Workload of a queued run's PyTorchJob; `queueing_installed` False when the
+    cluster has no Workload API at all.
     """
 
     configmap: dict[str, Any] | None = None
@@ -81,6 +84,8 @@ class Observed:
     dataset_manifest: Mapping[str, Any] | None = None
     secret_keys: Mapping[str, frozenset[str]] | None = None
     foreign: tuple[Foreign, ...] = ()
+    workload: Mapping[str, Any] | None = None
+    queueing_installed: bool = True
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,8 @@ def decide(
         msg = f"PyTorchJob {st['jobName']} failed: {failed.get('reason', '')}: {failed.get('message', '')}"
         set_condition(st, Condition.TRAINED, False, Reason.JOB_FAILED, msg, now, generation)
         return _finish(old, fail(st, Reason.TRAINING_FAILED, msg, now, generation))
+    if (held := _queued(decision, accepted, job, observed, now, generation)) is not None:
+        return _finish(old, held)
     if not condition_true(job, "Succeeded"):
         if condition_true(job, "Running") or condition_true(job, "Restarting"):
             _phase(st, Phase.TRAINING, Reason.JOB_RUNNING, f"PyTorchJob {st['jobName']} is running")
@@ -334,6 +341,49 @@ def _not_owned(
         "run under another name"
     )
     return fail(st, Reason.NOT_OWNED, msg, now, generation)
+
+
+def _queued(
+    decision: Decision,
+    spec: FineTuneSpec,
+    job: Mapping[str, Any],
+    observed: Observed,
+    now: str,
+    generation: int | None,
+) -> Decision | None:
+    """A run with a queue: `decision` in phase Queued while Kueue holds its job, a failure when waiting
+    is hopeless, None once admitted or finished (it goes on as any run). `status.queue` keeps the time
+    waited, all waits (preemptions included) together; `since` only while the run waits."""
+    queue, st = spec.queue, decision.status
+    if not queue:
+        return None
+    record = {**(st.get("queue") or {}), "name": queue}
+    if condition_true(job, "Succeeded") or not queueing.suspended(job):
+        st["queue"] = _end_wait(record, now)
+        msg = f"admitted by Kueue in LocalQueue {queue}"
+        set_condition(st, Condition.ADMITTED, True, Reason.ADMITTED, msg, now, generation)
+        return None
+    wait = queueing.wait(queue, st["jobName"], observed.workload, observed.queueing_installed, now)
+    set_condition(st, Condition.ADMITTED, False, wait.reason, wait.message, now, generation)
+    if wait.fatal:
+        st["queue"] = _end_wait(record, now)
+        failure = fail(st, wait.reason, wait.message, now, generation)
+        # Out of the queue, so it holds no place there (a suspended job holds no quota or pod).
+        failure.actions.append(Delete("kubeflow.org/v1", "PyTorchJob", st["jobName"]))
+        return failure
+    record.setdefault("since", now)
+    record["reason"] = wait.kueue_reason
+    st["queue"] = {k: v for k, v in record.items() if v != ""}
+    _phase(st, Phase.QUEUED, wait.reason, wait.message)
+    return decision
+
+
+def _end_wait(record: dict[str, Any], now: str) -> dict[str, Any]:
+    """`status.queue` once the run no longer waits: the time of this wait added to the earlier ones."""
+    record.pop("reason", None)
+    if since := record.pop("since", None):
+        record["waitedSeconds"] = int(record.get("waitedSeconds", 0) + seconds_between(since, now))
+    return record
 
 
 def _evaluation_set_problems(spec: FineTuneSpec, observed: Observed) -> list[str]:

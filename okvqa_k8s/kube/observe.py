@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from okvqa_k8s.errors import PermanentError, UserError
-from okvqa_k8s.kube import names
+from okvqa_k8s.kube import names, queueing
 from okvqa_k8s.kube.cluster import Run
 from okvqa_k8s.kube.decide import Foreign, Observed, accepted_spec, condition_true
 from okvqa_k8s.kube.render import VARIANTS, Owner, secret_references, variants
@@ -124,6 +124,7 @@ def observe(objects: Objects, files: RunFiles, run: Run, *, secrets: bool) -> Ob
         dataset_manifest = files.read_json(join(spec.dataset.uri, PREPARED_MANIFEST))
     if job is None and secrets:
         secret_keys = read_secret_keys(objects, ns, secret_references(spec))
+    workload, queueing_installed = _workload(objects, run.owner.namespace, job if spec.queue else None)
     results = {}
     if eval_job is not None and condition_true(eval_job, "Complete"):
         results = {variant: files.read_json(result_uri(spec, variant)) for variant in variants(spec)}
@@ -136,6 +137,8 @@ def observe(objects: Objects, files: RunFiles, run: Run, *, secrets: bool) -> Ob
         eval_set=eval_set if isinstance(eval_set, dict) else None,
         dataset_manifest=dataset_manifest if isinstance(dataset_manifest, dict) else None,
         secret_keys=secret_keys,
+        workload=workload,
+        queueing_installed=queueing_installed,
     )
 
 
@@ -157,6 +160,22 @@ def read_secret_keys(
         if obj is not None:
             found[secret] = frozenset({**(obj.get("data") or {}), **(obj.get("stringData") or {})})
     return found
+
+
+def _workload(objects: Objects, namespace: str, job: Mapping[str, Any] | None) -> tuple[Any, bool]:
+    """(Kueue's Workload of a queued run's job or None, whether the cluster serves the Workload API).
+
+    Kueue labels a job's Workload with the job's uid; an API server without Kueue answers 404."""
+    uid = ((job or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        return None, True
+    try:
+        found = objects.list(queueing.WORKLOAD_API, "Workload", namespace, f"{queueing.JOB_UID_LABEL}={uid}")
+    except PermanentError as exc:
+        if getattr(exc, "status", None) == 404:
+            return None, False
+        raise
+    return (found[0] if found else None), True
 
 
 def run_pods(objects: Objects, owner: Owner) -> tuple[dict[str, Any], ...]:

@@ -97,10 +97,12 @@ def _waiting(
 
 
 def seconds_between(start: str, now: str) -> float:
-    """Seconds from one API timestamp to another; 0 when either is unreadable (never fail on a guess)."""
+    """Seconds from one API timestamp (RFC 3339) to a later one; 0 when either is unreadable or the
+    order is reversed (never fail on a guess)."""
     try:
-        return (dt.datetime.strptime(now, TIMESTAMP) - dt.datetime.strptime(start, TIMESTAMP)).total_seconds()
-    except (TypeError, ValueError):
+        begin, end = (dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, now))
+        return max(0.0, (end - begin).total_seconds())
+    except (TypeError, ValueError, AttributeError):
         return 0.0
 
 

@@ -3,8 +3,9 @@ test compares the two, so least privilege is checked rather than hoped for.
 
 Derived from what the operator does (operator.py, backends/kubernetes.py, observe.py): watch + read
 FineTunes and write only their status; create/read/delete the children it owns (the NetworkPolicy
-guarding the servers among them); list the run's pods (to
-notice an image that cannot be pulled; never watched, the resync finds them); post Events. kopf's
+guarding the servers among them); list the run's pods (to notice an image that cannot be pulled; never
+watched, the resync finds them) and Kueue's Workloads (why a queued run waits; read-only, Kueue owns
+them); post Events. kopf's
 cluster scanning is disabled, so no namespace or CRD listing is needed.
 Secrets: `get` only (no list, no watch), to check before creating anything that the Secrets the pods
 will read exist and hold the keys they name (observe.py keeps the key names and drops the values);
@@ -38,6 +39,7 @@ OPERATOR_RULES: list[dict[str, list[str]]] = [
     },
     {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]

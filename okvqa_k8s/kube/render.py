@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from okvqa_k8s.kube import names
+from okvqa_k8s.kube import names, queueing
 from okvqa_k8s.layout import eval_dataset_uri, eval_uri, model_uri
 from okvqa_k8s.prompts import chat_template
 from okvqa_k8s.spec import ClientPeerSpec, FineTuneSpec, ResourcesSpec
@@ -240,6 +240,7 @@ def render_pytorchjob(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
     """kubeflow.org/v1 PyTorchJob: one Master and `nodes - 1` Workers, `nprocPerNode` processes each.
 
     cleanPodPolicy None keeps finished pods so `okvqa-k8s logs` works after the run; they hold no GPU.
+    With a `queue` it is created suspended and labelled for Kueue, which admits all replicas at once.
     """
     replicas: dict[str, Any] = {
         "Master": {
@@ -254,13 +255,18 @@ def render_pytorchjob(spec: FineTuneSpec, owner: Owner) -> dict[str, Any]:
             "restartPolicy": "OnFailure",
             "template": _trainer_pod(spec, owner, "worker"),
         }
+    metadata = _metadata(owner, names.job_name(owner.name), "trainer")
+    metadata["labels"].update(queueing.job_labels(spec))
+    run_policy: dict[str, Any] = {"backoffLimit": spec.backoff_limit, "cleanPodPolicy": "None"}
+    if spec.queue:
+        run_policy["suspend"] = True  # Kueue unsuspends it once the whole job is admitted
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
-        "metadata": _metadata(owner, names.job_name(owner.name), "trainer"),
+        "metadata": metadata,
         "spec": {
             "nprocPerNode": str(spec.nproc_per_node),
-            "runPolicy": {"backoffLimit": spec.backoff_limit, "cleanPodPolicy": "None"},
+            "runPolicy": run_policy,
             "pytorchReplicaSpecs": replicas,
         },
     }

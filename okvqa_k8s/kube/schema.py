@@ -26,7 +26,11 @@ CROSS_FIELD_RULES = [
     {
         "rule": "!self.evaluation.enabled || self.inference.enabled",
         "message": "evaluation.enabled requires inference.enabled (it queries the endpoint)",
-    }
+    },
+    {
+        "rule": "!has(self.priorityClass) || has(self.queue)",
+        "message": "priorityClass requires queue (Kueue only orders jobs waiting in a queue)",
+    },
 ]
 
 
@@ -176,6 +180,17 @@ def status_openapi_schema() -> dict[str, Any]:
                     "finetuned": {"type": "number"},
                     "delta": {"type": "number", "description": "finetuned - base, percentage points."},
                     "questions": {"type": "integer", "description": "Questions behind the figures."},
+                },
+            },
+            "queue": {
+                "type": "object",
+                "description": "Waiting for Kueue (spec.queue): the LocalQueue, Kueue's reason, since when "
+                "the run waits (absent once admitted) and the seconds waited before, all waits together.",
+                "properties": {
+                    "name": text,
+                    "reason": {**text, "description": "The reason on Kueue's Workload."},
+                    "since": {"type": "string", "format": "date-time"},
+                    "waitedSeconds": {"type": "integer"},
                 },
             },
             "conditions": {

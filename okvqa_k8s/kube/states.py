@@ -10,9 +10,12 @@ from enum import StrEnum
 
 
 class Phase(StrEnum):
-    """Where a run is: Pending → Training → Serving → Evaluating → Succeeded, or Failed from anywhere."""
+    """Where a run is: Pending → (Queued →) Training → Serving → Evaluating → Succeeded, or Failed from
+    anywhere. Queued: a run with `spec.queue` waits for Kueue to admit its PyTorchJob (also after a
+    preemption)."""
 
     PENDING = "Pending"
+    QUEUED = "Queued"
     TRAINING = "Training"
     SERVING = "Serving"
     EVALUATING = "Evaluating"
@@ -30,6 +33,8 @@ class Reason(StrEnum):
     # why the run is in its phase
     JOB_CREATED = "JobCreated"
     JOB_RUNNING = "JobRunning"
+    QUEUED = "Queued"
+    PREEMPTED = "Preempted"
     TRAINED = "Trained"
     WAITING_FOR_SERVER = "WaitingForServer"
     SERVING = "Serving"
@@ -49,6 +54,9 @@ class Reason(StrEnum):
     EVALUATION_FAILED = "EvaluationFailed"
     CREATE_FAILED = "CreateFailed"
     DELETE_FAILED = "DeleteFailed"
+    QUEUE_NOT_FOUND = "QueueNotFound"
+    INADMISSIBLE = "Inadmissible"
+    QUEUEING_UNAVAILABLE = "QueueingUnavailable"
     # conditions
     ACCEPTED = "Accepted"
     CHANGE_REFUSED = "ChangeRefused"
@@ -56,6 +64,7 @@ class Reason(StrEnum):
     RUNNING = "Running"
     JOB_FAILED = "JobFailed"
     JOB_SUCCEEDED = "JobSucceeded"
+    ADMITTED = "Admitted"
     AVAILABLE = "Available"
     COMPLETE = "Complete"
     # an Event without a phase change
@@ -66,6 +75,7 @@ class Condition(StrEnum):
     """The condition types of `status.conditions` (Ready summarises the others)."""
 
     SPEC_ACCEPTED = "SpecAccepted"
+    ADMITTED = "Admitted"
     TRAINED = "Trained"
     SERVED = "Served"
     EVALUATED = "Evaluated"

@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
-from okvqa_testenv import images, kwok, node, training_operator
+from okvqa_testenv import images, kueue, kwok, node, training_operator
 from okvqa_testenv.api import Api, condition_true
 from okvqa_testenv.paths import testenv_dir
-from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa
+from okvqa_testenv.pki import CLIENT_AUTH, SERVER_AUTH, ClusterCa, mount_pair
 from okvqa_testenv.processes import START_TIMEOUT_S, Component, StartStop, free_ports, http_ok, wait_until
 from okvqa_testenv.s3 import S3_BINARY, MinioS3, S3Endpoint
 
@@ -45,16 +45,20 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
-def missing_binaries(directory: Path | None = None, *, s3: bool = True, real_node: bool = False) -> list[str]:
+def missing_binaries(
+    directory: Path | None = None, *, s3: bool = True, real_node: bool = False, queueing: bool = False
+) -> list[str]:
     """The files `make testenv` should have built into `directory` but did not, by name."""
     base = directory or testenv_dir()
     wanted = [*BINARIES, *([S3_BINARY] if s3 else []), training_operator.PYTORCHJOB_CRD, *kwok.KWOK_STAGES]
+    wanted += [kueue.BINARY, *kueue.REQUIRED] if queueing else []
     wanted += list(node.BINARIES) if real_node else []
     return [name for name in wanted if not (base / name).is_file()]
 
 
 class ControlPlane(StartStop):
-    """etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator (and S3) on 127.0.0.1.
+    """etcd, kube-apiserver, controller-manager, scheduler, kwok, training operator (and S3, and Kueue)
+    on 127.0.0.1.
 
     Use as a context manager, or start()/stop(). `kubeconfig` is an admin kubeconfig (client certificate
     in group system:masters); `env()` is the environment for subprocesses that should talk to it.
@@ -65,15 +69,17 @@ class ControlPlane(StartStop):
         *,
         s3: bool = False,
         real_node: bool = False,
+        queueing: bool = False,
         binaries: Path | None = None,
         workdir: Path | None = None,
     ) -> None:
-        """`s3` also starts an S3 server; `real_node` a real Node (root only); `binaries` defaults to
-        testenv_dir(); `workdir` is the parent of the temporary data directory (logs, etcd data,
-        certificates), by default the system's."""
+        """`s3` also starts an S3 server; `real_node` a real Node (root only); `queueing` Kueue (kueue.py);
+        `binaries` defaults to testenv_dir(); `workdir` is the parent of the temporary data directory
+        (logs, etcd data, certificates), by default the system's."""
         self.binaries = binaries or testenv_dir()
         self.s3_enabled = s3
         self.real_node = real_node
+        self.queueing = queueing
         self._parent = workdir
         self.dir: Path | None = None
         self.server = ""
@@ -103,7 +109,9 @@ class ControlPlane(StartStop):
 
     def start(self) -> None:
         """Start everything and return once pods can be scheduled, run and be admitted as in a cluster."""
-        missing = missing_binaries(self.binaries, s3=self.s3_enabled, real_node=self.real_node)
+        missing = missing_binaries(
+            self.binaries, s3=self.s3_enabled, real_node=self.real_node, queueing=self.queueing
+        )
         if self.real_node:
             node.check_can_run(self.binaries)
         if missing:
@@ -173,13 +181,9 @@ class ControlPlane(StartStop):
             self.node.prepare()
             api_host = node.NODE_IP
         self.ca = ca = self._write_pki(pki, api_host)
-        ports = dict(
-            zip(
-                ["etcd", "etcd_peer", "kcm", "sched", "webhook", "op_metrics", "op_health"],
-                free_ports(7),
-                strict=True,
-            )
-        )
+        port_names = ["etcd", "etcd_peer", "kcm", "sched", "webhook", "op_metrics", "op_health"]
+        port_names += [*kueue.PORTS] if self.queueing else []
+        ports = dict(zip(port_names, free_ports(len(port_names)), strict=True))
         ports["api"] = free_ports(1, api_host)[0]
         self.server = f"https://{api_host}:{ports['api']}"
         self._write_kubeconfig(pki)
@@ -274,6 +278,8 @@ class ControlPlane(StartStop):
             },
         )
 
+        queueing = self._start_kueue(api, apiserver, ports) if self.queueing else None
+
         self._wait(
             "kube-controller-manager /healthz",
             lambda: http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz"),
@@ -300,6 +306,9 @@ class ControlPlane(StartStop):
             lambda: http_ok(f"http://127.0.0.1:{ports['op_health']}/readyz"),
             operator,
         )
+        if queueing is not None:
+            # Ready once the API server gets through its webhooks: a dry-run create passes them.
+            self._wait("Kueue's webhooks", lambda: kueue.admits(api), queueing)
         if s3 is not None:
             component, check = s3
             self._wait("the S3 server", check, component)
@@ -307,6 +316,31 @@ class ControlPlane(StartStop):
             self.node.start(api, ca, self.server, self._spawn)
             for fake in kwok.NODES:
                 api.patch(f"/api/v1/nodes/{fake.name}", {"spec": {"taints": [node.KWOK_TAINT]}})
+
+    def _start_kueue(self, api: Api, apiserver: Component, ports: dict[str, int]) -> Component:
+        """Kueue's CRDs, namespace, certificate Secret and webhooks, then Kueue itself (waited for later)."""
+        assert self.dir is not None
+        certs = kueue.webhook_certs()
+        definitions = kueue.crds(self.binaries, certs, ports["kueue_webhook"])
+        for crd in definitions:
+            api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        for crd in definitions:
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
+            self._wait(
+                f"the CRD {crd['metadata']['name']} to be established",
+                lambda path=path: condition_true(api.get(path), "Established"),
+                apiserver,
+            )
+        for path, obj in kueue.bootstrap_objects(self.binaries, certs, ports["kueue_webhook"]):
+            api.create(path, obj)
+        cert_dir = self.dir / "kueue-certs"
+        mount_pair(certs, cert_dir)
+        config = kueue.write_config(self.dir / "kueue.yaml", ports, cert_dir)
+        return self._spawn(
+            "kueue",
+            kueue.argv(self._bin(kueue.BINARY), config),
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+        )
 
     def _write_pki(self, pki: Path, api_host: str) -> ClusterCa:
         ca = ClusterCa.create(pki)

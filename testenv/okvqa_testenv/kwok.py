@@ -2,7 +2,9 @@
 
 kwok plays pods through Stages: every pod becomes Running and Ready; pods of Jobs and of PyTorchJob
 replicas then succeed (exit code 0) after about two seconds, and such pods annotated
-`okvqa.dev/kwok-fail: "true"` fail with exit code 1 instead. Only Nodes annotated
+`okvqa.dev/kwok-fail: "true"` fail with exit code 1 instead. Such pods annotated
+`okvqa.dev/kwok-hold: "true"` keep running until the annotation goes (a run holding its quota while a
+test looks at the queue behind it). Only Nodes annotated
 `kwok.x-k8s.io/node: fake` are kwok's; a real node beside them runs its pods for real.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 import yaml
 
 FAIL_ANNOTATION = "okvqa.dev/kwok-fail"
+HOLD_ANNOTATION = "okvqa.dev/kwok-hold"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 # kwok's own default Stages, copied from the kwok module that was built, so they match its version.
@@ -94,6 +97,7 @@ _NOT_JOB_OWNED = {"key": ".metadata.ownerReferences.[].kind", "operator": "NotIn
 _TRAINING_REPLICA = {"key": '.metadata.labels["training.kubeflow.org/job-name"]', "operator": "Exists"}
 _MARKED_FAIL = {"key": f'.metadata.annotations["{FAIL_ANNOTATION}"]', "operator": "In", "values": ["true"]}
 _NOT_MARKED_FAIL = {**_MARKED_FAIL, "operator": "NotIn"}
+_NOT_HELD = {"key": f'.metadata.annotations["{HOLD_ANNOTATION}"]', "operator": "NotIn", "values": ["true"]}
 
 
 def _finish_stage(name: str, expressions: list[dict[str, Any]], *, failed: bool) -> dict[str, Any]:
@@ -109,7 +113,7 @@ def _finish_stage(name: str, expressions: list[dict[str, Any]], *, failed: bool)
         "metadata": {"name": name},
         "spec": {
             "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [_NOT_DELETED, _RUNNING, *expressions]},
+            "selector": {"matchExpressions": [_NOT_DELETED, _RUNNING, _NOT_HELD, *expressions]},
             "delay": {"durationMilliseconds": 2000},
             "next": {"statusTemplate": template},
         },

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +141,55 @@ class ClusterCa:
             )
         )
         return private, public
+
+
+WEBHOOK_PAIR_FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
+
+
+def webhook_pair(stem: str, ca_name: str, dns_name: str) -> dict[str, bytes]:
+    """A controller's webhook CA and serving pair (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`), made once per
+    machine and user in the temporary directory `<stem>-<uid>` and shared by every control plane.
+
+    Why pre-made: controllers that manage their own webhook certificate (the cert-controller rotator of
+    the training operator and of Kueue) keep a Secret's certificate only if it verifies for their Service
+    name `dns_name` and its CA for `ca_name`; ours also carries IP 127.0.0.1, which the API server dials,
+    where the rotator's own certificate would not verify. RSA, because the rotator reads its CA key as
+    PKCS#1; made once, so the slower key generation costs nothing later.
+    """
+    directory = Path(tempfile.gettempdir()) / f"{stem}-{os.getuid()}"
+    if not all((directory / n).is_file() for n in WEBHOOK_PAIR_FILES):
+        staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ca = certificate(ca_key, ca_name, dns_names=(ca_name,))
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = certificate(
+            key,
+            dns_name,
+            issuer=(ca, ca_key),
+            dns_names=(dns_name,),
+            ips=("127.0.0.1",),
+            usages=(SERVER_AUTH,),
+        )
+        write_pair(staging, "ca", ca, ca_key)
+        write_pair(staging, "tls", cert, key)
+        try:
+            staging.rename(directory)
+        except OSError:  # another process won the race: use its certificates
+            shutil.rmtree(staging)
+    return {n: (directory / n).read_bytes() for n in WEBHOOK_PAIR_FILES}
+
+
+def mount_pair(certs: dict[str, bytes], directory: Path) -> None:
+    """Put a webhook's CA and serving pair where its controller reads them, as the Secret volume of its
+    Deployment would: the controllers wait for these files and never write them themselves. Each file is
+    replaced atomically, so a controller of another control plane sharing `directory` never reads half a
+    file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        target = directory / name
+        if target.is_file() and target.read_bytes() == certs[name]:
+            continue
+        fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        with os.fdopen(fd, "wb") as out:
+            out.write(certs[name])
+        os.replace(staging, target)

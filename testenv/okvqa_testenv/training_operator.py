@@ -7,15 +7,10 @@ Service network has to route a Service reference to it.
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from okvqa_testenv.pki import SERVER_AUTH, certificate, write_pair
+from okvqa_testenv.pki import mount_pair, webhook_pair
 
 PYTORCHJOB_CRD = "kubeflow.org_pytorchjobs.yaml"
 # The training operator manages its webhook certificate through these fixed names (pkg/cert in v1.9).
@@ -29,57 +24,15 @@ CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # hard-coded in the op
 
 
 def webhook_certs() -> dict[str, bytes]:
-    """The webhook's CA and serving pair, shared by every control plane of this user.
+    """The webhook's CA and serving pair (pki.webhook_pair), put where the operator reads it.
 
-    Why shared: the operator serves the certificate found in the fixed directory CERT_DIR, so two
-    control planes on one machine would overwrite each other's certificate unless both hold the same
-    one. Why pre-made: the rotator only keeps a Secret's certificate if it verifies for
-    `training-operator.kubeflow.svc`; ours also carries IP 127.0.0.1, which the API server dials, where
-    the rotator's own certificate would not verify. RSA, because the rotator reads its CA key as PKCS#1;
-    made once per machine, so the slower key generation costs nothing later.
+    Why shared by every control plane of this user: the operator serves the certificate found in the
+    fixed directory CERT_DIR, so two control planes on one machine would overwrite each other's
+    certificate unless both hold the same one.
     """
-    directory = Path(tempfile.gettempdir()) / f"okvqa-k8s-testenv-webhook-{os.getuid()}"
-    names = ("ca.crt", "ca.key", "tls.crt", "tls.key")
-    if not all((directory / n).is_file() for n in names):
-        staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        # The rotator checks that the CA certificate verifies for its CA name, as its own CA would.
-        ca = certificate(ca_key, WEBHOOK_CA_NAME, dns_names=(WEBHOOK_CA_NAME,))
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        cert = certificate(
-            key,
-            WEBHOOK_DNS_NAME,
-            issuer=(ca, ca_key),
-            dns_names=(WEBHOOK_DNS_NAME,),
-            ips=("127.0.0.1",),
-            usages=(SERVER_AUTH,),
-        )
-        write_pair(staging, "ca", ca, ca_key)
-        write_pair(staging, "tls", cert, key)
-        try:
-            staging.rename(directory)
-        except OSError:  # another process won the race: use its certificates
-            shutil.rmtree(staging)
-    certs = {n: (directory / n).read_bytes() for n in names}
-    _mount(certs)
+    certs = webhook_pair("okvqa-k8s-testenv-webhook", WEBHOOK_CA_NAME, WEBHOOK_DNS_NAME)
+    mount_pair(certs, CERT_DIR)
     return certs
-
-
-def _mount(certs: dict[str, bytes]) -> None:
-    """Put the serving pair where the operator reads it, as the Secret volume of its Deployment would.
-
-    The operator's readiness waits for these files; it never writes them itself. Each file is replaced
-    atomically, so an operator of another control plane never reads half a file.
-    """
-    CERT_DIR.mkdir(parents=True, exist_ok=True)
-    for name in ("ca.crt", "tls.crt", "tls.key"):
-        target = CERT_DIR / name
-        if target.is_file() and target.read_bytes() == certs[name]:
-            continue
-        fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=CERT_DIR)
-        with os.fdopen(fd, "wb") as out:
-            out.write(certs[name])
-        os.replace(staging, target)
 
 
 def bootstrap_objects(certs: dict[str, bytes], webhook_port: int) -> list[tuple[str, dict[str, Any]]]:

@@ -128,7 +128,9 @@ class LocalCluster:
     def _with_status(self, kind: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
         """The object as the API would return it: with the status its processes give it."""
         if kind == "PyTorchJob":
-            return {**obj, "status": {"conditions": [self._training_condition()]}}
+            # One machine has no queue: the job runs at once, as if Kueue had admitted it.
+            spec = {**obj["spec"], "runPolicy": {**obj["spec"]["runPolicy"], "suspend": False}}
+            return {**obj, "spec": spec, "status": {"conditions": [self._training_condition()]}}
         if kind == "Deployment":
             return {**obj, "status": self._server_status(name, obj)}
         if kind == "Job" and name in self.job_state:
