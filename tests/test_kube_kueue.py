@@ -78,16 +78,7 @@ def queues(kube: Kube, cluster: ControlPlane) -> Iterator[Queues]:
 
 
 def submit(kube: Kube, ns: str, name: str, out: Path, **extra: Any) -> None:
-    spec = {
-        "dataset": {"uri": "s3://okvqa/datasets/other"},
-        "outputUri": str(out),
-        "image": "registry.local/okvqa-k8s/trainer:test",
-        "nodes": 2,
-        "nprocPerNode": 8,
-        "queue": "team",
-        **PIPELINE_OFF,
-        **extra,
-    }
+    spec = base.spec_doc(out, **{"nprocPerNode": 8, "queue": "team", **PIPELINE_OFF, **extra})
     meta = {"name": name, "namespace": ns}
     kube.create({"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta, "spec": spec})
 
