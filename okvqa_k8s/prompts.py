@@ -13,7 +13,8 @@ and a generation prompt ends with `ASSISTANT:`. LLaVA's evaluation scripts ask w
 `hf` is the chat template shipped with the checkpoint's processor (llava-hf's: no system prompt).
 
 The template is written once, in Jinja, because that is what every consumer takes: training and the
-builtin server call `apply_chat_template` with it, vLLM gets it as `--chat-template`. So the same messages
+builtin server call `apply_chat_template` with it, vLLM gets it as `--chat-template` (with BOS written by
+the template, as vLLM tokenises chat prompts without adding special tokens). So the same messages
 render to the same text everywhere, and the training prompt is exactly the prompt a served model sees.
 """
 
@@ -59,11 +60,18 @@ LLAVA_V1_CHAT_TEMPLATE = (
 )
 
 
-def chat_template(name: str) -> str | None:
-    """The Jinja source for `name`; None means the processor's own (`hf`)."""
+def chat_template(name: str, *, with_bos: bool = False) -> str | None:
+    """The Jinja source for `name`; None means the processor's own (`hf`).
+
+    `with_bos` for vLLM: its chat completions tokenise the rendered text without special tokens (the
+    template is expected to write BOS), whereas training and the builtin server let the tokenizer add it;
+    both then give the model the same ids.
+    """
     if name not in PROMPT_TEMPLATES:
         raise ValueError(f"prompt template {name!r}: expected one of {', '.join(PROMPT_TEMPLATES)}")
-    return LLAVA_V1_CHAT_TEMPLATE if name == "llava_v1" else None
+    if name != "llava_v1":
+        return None
+    return "{{- bos_token -}}" + LLAVA_V1_CHAT_TEMPLATE if with_bos else LLAVA_V1_CHAT_TEMPLATE
 
 
 def render_prompt(processor: Any, messages: list[dict[str, Any]], name: str) -> str:

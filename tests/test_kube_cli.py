@@ -142,6 +142,24 @@ def test_status_explains_a_queued_run() -> None:
     assert "Admitted=False (Queued)" in out
 
 
+@pytest.mark.parametrize(
+    ("admitted", "line"), [("False", "left without being admitted"), ("True", "admitted")]
+)
+def test_status_of_a_run_that_left_the_queue(admitted: str, line: str) -> None:
+    """A run that failed in the queue was never admitted; one that failed later was."""
+    item = {
+        "metadata": {"name": "q"},
+        "spec": {"nodes": 2, "queue": "team-a"},
+        "status": {
+            "phase": "Failed",
+            "reason": "Inadmissible",
+            "queue": {"name": "team-a", "waitedSeconds": 600},
+            "conditions": [{"type": "Admitted", "status": admitted, "reason": "Admitted"}],
+        },
+    }
+    assert f"queue: LocalQueue team-a, {line} after waiting 600 s" in status_text(item)
+
+
 @pytest.fixture(scope="module")
 def small_dataset(synth_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An 'Other' dataset whose evaluation set holds only Other and Plants and Animals."""

@@ -175,6 +175,51 @@ def test_a_wait_ends_however_the_run_leaves_the_queue() -> None:
     }
 
 
+@pytest.mark.parametrize("how", ["job deleted", "job failed"])
+def test_a_wait_ends_when_the_run_fails_for_another_reason(how: str) -> None:
+    """Any failure of a waiting run closes its wait, not only the queue's own: no Waiting column that keeps
+    growing on a Failed run."""
+    status = {
+        "phase": "Queued",
+        "jobName": "run",
+        "queue": {"name": "team-a", "since": EARLIER, "reason": "Pending", "waitedSeconds": 30},
+    }
+    seen = observed(QUEUED)
+    if how == "job deleted":
+        seen = replace(seen, job=None)
+    else:
+        seen.job["status"] = {"conditions": [condition("Failed", "True", "Failed", "boom")]}
+    d = decide(OWNER, QUEUED, status, seen, NOW)
+    assert d.status["phase"] == "Failed"
+    assert d.status["queue"] == {"name": "team-a", "waitedSeconds": 630}
+
+
+@pytest.mark.parametrize(
+    ("kueue_reason", "phase", "reason", "actions"),
+    [
+        ("Preempted", "Queued", "Preempted", []),
+        ("PodsReadyTimeout", "Queued", "Queued", []),
+        ("Deactivated", "Failed", "Inadmissible", ["delete PyTorchJob/run"]),
+    ],
+)
+def test_an_eviction_is_named_by_kueues_reason(
+    kueue_reason: str, phase: str, reason: str, actions: list[str]
+) -> None:
+    """Only a preemption is reported as one; a deactivated Workload is never admitted again, so the run
+    fails instead of waiting for ever."""
+    seen = observed(
+        QUEUED,
+        workload=workload(
+            condition("Evicted", "True", kueue_reason, "why"),
+            condition("QuotaReserved", "False", "Pending", PENDING_MSG),
+        ),
+    )
+    d = decide(OWNER, QUEUED, {"phase": "Training", "jobName": "run"}, seen, NOW)
+    assert (d.status["phase"], d.status["reason"]) == (phase, reason)
+    assert f"({kueue_reason}: why)" in d.status["message"]
+    assert [describe(a) for a in d.actions] == actions
+
+
 def test_preemption_under_way_is_not_mistaken_for_admission() -> None:
     """Kueue suspends the job first and clears the admission after: Evicted decides."""
     seen = observed(

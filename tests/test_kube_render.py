@@ -26,7 +26,7 @@ from okvqa_k8s.kube.render import (
     to_yaml,
 )
 from okvqa_k8s.layout import result_uri
-from okvqa_k8s.prompts import LLAVA_V1_CHAT_TEMPLATE
+from okvqa_k8s.prompts import LLAVA_V1_CHAT_TEMPLATE, chat_template
 from okvqa_k8s.spec import parse_spec
 
 K8S_VERSION = "1.34.0"
@@ -338,8 +338,10 @@ def test_vllm_engine() -> None:
     args = server["args"]
     assert args[args.index("--model") + 1] == MODEL_DIR and args[args.index("--dtype") + 1] == "bfloat16"
     assert "resources" not in server and deployment["spec"]["replicas"] == 2
-    # The run's conversation template, inline, with OpenAI content parts (the template places the image).
-    assert args[args.index("--chat-template") + 1] == LLAVA_V1_CHAT_TEMPLATE
+    # The run's conversation template, inline, with OpenAI content parts (the template places the image),
+    # writing BOS itself: vLLM's chat completions add no special tokens.
+    assert args[args.index("--chat-template") + 1] == chat_template("llava_v1", with_bos=True)
+    assert args[args.index("--chat-template") + 1].endswith(LLAVA_V1_CHAT_TEMPLATE)
     assert args[args.index("--chat-template-content-format") + 1] == "openai"
 
 

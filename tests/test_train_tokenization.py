@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from okvqa_k8s.data.prepare import human_turn
-from okvqa_k8s.prompts import render_conversation
+from okvqa_k8s.prompts import chat_template, render_conversation
 from okvqa_k8s.train.data import IGNORE_INDEX, SupervisedDataset, user_messages
 from okvqa_testenv.paths import llama_tokenizer_js_dir
 from tests.conftest import require
@@ -208,3 +208,23 @@ def test_training_labels_are_the_conversations_answer_tokens(
     target = labels[n_prompt:]
     assert target == tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert tok.decode(target) == f"{answer}</s>"
+
+
+def test_vllm_gets_the_ids_training_used(llama_processor: Any) -> None:
+    """vLLM renders `--chat-template` and tokenises the text without special tokens: the template it is
+    given writes BOS, so its prompt ids equal those training (and the builtin server) tokenise. Without BOS
+    in the template the model would be asked without the `<s>` it was trained with."""
+    tok = llama_processor.tokenizer
+    messages = user_messages(human_turn("What is the man holding?"))
+    prompt, _ = _prompt_and_conversation(llama_processor, "frisbee")
+    vllm_text = tok.apply_chat_template(
+        messages,
+        chat_template=chat_template("llava_v1", with_bos=True),
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert vllm_text == tok.bos_token + prompt
+    vllm_ids = tok(vllm_text, add_special_tokens=False)["input_ids"]
+    assert vllm_ids == tok(prompt)["input_ids"] and vllm_ids[0] == tok.bos_token_id
+    without = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert without == vllm_ids[1:], "the only difference: the BOS the template writes"

@@ -17,7 +17,7 @@ import click
 from okvqa_k8s.chart.location import chart_dir_option, resolve_chart_dir
 from okvqa_k8s.errors import UserError
 from okvqa_k8s.kube import names
-from okvqa_k8s.kube.states import Phase
+from okvqa_k8s.kube.states import Condition, Phase
 
 NAMESPACE_OPTION = click.option(
     "-n", "--namespace", default=None, help="Namespace (default: the kubeconfig context's, else 'default')."
@@ -258,8 +258,6 @@ def _drive_without_operator(kube: Any, spec: Any, owner: Any) -> dict[str, Any]:
 
 def _report(run: str, status: dict[str, Any]) -> None:
     """A run driven from here that did not succeed exits non-zero with its reason."""
-    from okvqa_k8s.kube.states import Phase
-
     if status.get("phase") != Phase.SUCCEEDED:
         raise UserError(f"run {run} {status.get('phase', 'stopped')}: {status.get('message', '')}")
 
@@ -307,9 +305,17 @@ def _queue_line(st: dict[str, Any]) -> str:
             text += f", Kueue reason {queue['reason']}"
         if waited:
             text += f"; waited {waited} s before"
+    elif st.get("phase") == Phase.FAILED and not _admitted(st):
+        text += f", left without being admitted after waiting {waited} s"
     else:
         text += f", admitted after waiting {waited} s"
     return text
+
+
+def _admitted(st: dict[str, Any]) -> bool:
+    from okvqa_k8s.kube.decide import condition_true  # decide pulls in the evaluation code: only when needed
+
+    return condition_true({"status": st}, Condition.ADMITTED) is not None
 
 
 def status_text(item: dict[str, Any]) -> str:

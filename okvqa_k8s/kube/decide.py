@@ -162,6 +162,8 @@ def fail(status: dict[str, Any], reason: Reason, message: str, now: str, generat
     """Move to Failed with a reason (also used by the driver when the API refuses an object)."""
     new = dict(status)
     new.update(phase=Phase.FAILED, reason=reason, message=message)
+    if (queue := new.get("queue")) and "since" in queue:  # a failed run waits no more, whatever failed it
+        new["queue"] = _end_wait(dict(queue), now)
     set_condition(new, Condition.READY, False, reason, message, now, generation)
     events = [] if status.get("phase") == Phase.FAILED else [Event(EventType.WARNING, reason, message)]
     return Decision(status=new, events=events)
@@ -366,7 +368,7 @@ def _queued(
     wait = queueing.wait(queue, st["jobName"], observed.workload, observed.queueing_installed, now)
     set_condition(st, Condition.ADMITTED, False, wait.reason, wait.message, now, generation)
     if wait.fatal:
-        st["queue"] = _end_wait(record, now)
+        st["queue"] = record
         failure = fail(st, wait.reason, wait.message, now, generation)
         # Out of the queue, so it holds no place there (a suspended job holds no quota or pod).
         failure.actions.append(Delete("kubeflow.org/v1", "PyTorchJob", st["jobName"]))

@@ -32,6 +32,9 @@ MISSING_QUEUE_GRACE_S = 60.0
 # Kueue's words (pkg/controller/core/workload_controller.go, pkg/scheduler/flavorassigner).
 _MISSING = re.compile(r"\b(LocalQueue|ClusterQueue) \S+ doesn't exist")
 _NEVER_FITS = "> maximum capacity"
+# Evicted reasons after which Kueue never admits the Workload again by itself (its `spec.active` is false:
+# e.g. requeued more often than `waitForPodsReady.requeuingStrategy.backoffLimitCount` allows).
+_DEACTIVATED = frozenset({"Deactivated", "InactiveWorkload"})
 
 
 def job_labels(spec: FineTuneSpec) -> dict[str, str]:
@@ -88,8 +91,14 @@ def wait(queue: str, job_name: str, workload: Mapping[str, Any] | None, installe
         msg = f"{missing.group(0)} (Kueue: {text}); {hint}"
         return Wait(Reason.QUEUE_NOT_FOUND, msg, kueue_reason, fatal)
     if was_evicted:
-        # Preempted (or otherwise evicted): suspended again until Kueue re-admits it.
         kueue_reason = evicted.get("reason") or "Evicted"
-        msg = f"{kueue_reason} by Kueue ({evicted.get('message', '')}); waiting in LocalQueue {queue}: {text}"
-        return Wait(Reason.PREEMPTED, msg, kueue_reason)
+        why = f"({kueue_reason}: {evicted.get('message', '')})"
+        if kueue_reason in _DEACTIVATED:
+            msg = f"Kueue deactivated the Workload {why}: it is never admitted again; resubmit the run"
+            return Wait(Reason.INADMISSIBLE, msg, kueue_reason, fatal=True)
+        # Preempted, or evicted otherwise (pods not ready in time, a stopped queue): suspended again until
+        # Kueue re-admits it.
+        reason = Reason.PREEMPTED if kueue_reason == "Preempted" else Reason.QUEUED
+        msg = f"evicted by Kueue {why}; waiting in LocalQueue {queue}: {text}"
+        return Wait(reason, msg, kueue_reason)
     return Wait(Reason.QUEUED, f"waiting in LocalQueue {queue}: {text}", kueue_reason)

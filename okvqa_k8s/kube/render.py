@@ -329,7 +329,7 @@ def _server_container(spec: FineTuneSpec, owner: Owner, model: str, served_name:
         ]
         # The run's template, inline (vLLM takes a template string as well as a path); `hf` keeps the
         # checkpoint's own. Content as OpenAI parts, so the template places the image itself.
-        template = chat_template(spec.training.prompt_template)
+        template = chat_template(spec.training.prompt_template, with_bos=True)
         if template is not None:
             args += ["--chat-template", template, "--chat-template-content-format", "openai"]
     else:
