@@ -216,7 +216,7 @@ def test_an_eviction_is_named_by_kueues_reason(
     )
     d = decide(OWNER, QUEUED, {"phase": "Training", "jobName": "run"}, seen, NOW)
     assert (d.status["phase"], d.status["reason"]) == (phase, reason)
-    assert f"({kueue_reason}: why)" in d.status["message"]
+    assert d.status["message"].startswith(f"{kueue_reason} by Kueue (why)")
     assert [describe(a) for a in d.actions] == actions
 
 

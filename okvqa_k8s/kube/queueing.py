@@ -92,13 +92,12 @@ def wait(queue: str, job_name: str, workload: Mapping[str, Any] | None, installe
         return Wait(Reason.QUEUE_NOT_FOUND, msg, kueue_reason, fatal)
     if was_evicted:
         kueue_reason = evicted.get("reason") or "Evicted"
-        why = f"({kueue_reason}: {evicted.get('message', '')})"
+        why = f"{kueue_reason} by Kueue ({evicted.get('message', '')})"
         if kueue_reason in _DEACTIVATED:
-            msg = f"Kueue deactivated the Workload {why}: it is never admitted again; resubmit the run"
+            msg = f"{why}: the Workload is never admitted again; resubmit the run"
             return Wait(Reason.INADMISSIBLE, msg, kueue_reason, fatal=True)
         # Preempted, or evicted otherwise (pods not ready in time, a stopped queue): suspended again until
         # Kueue re-admits it.
         reason = Reason.PREEMPTED if kueue_reason == "Preempted" else Reason.QUEUED
-        msg = f"evicted by Kueue {why}; waiting in LocalQueue {queue}: {text}"
-        return Wait(reason, msg, kueue_reason)
+        return Wait(reason, f"{why}; waiting in LocalQueue {queue}: {text}", kueue_reason)
     return Wait(Reason.QUEUED, f"waiting in LocalQueue {queue}: {text}", kueue_reason)
