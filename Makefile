@@ -10,7 +10,8 @@ export PYTHONUNBUFFERED := 1
 IMAGE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12))
 IMAGE_VENV ?= .venv-py312
 IMAGE_TESTS := $(addprefix tests/test_,cli.py spec.py testenv_paths.py storage.py storage_s3.py storage_minio.py kube_cli.py \
-	kube_cluster.py kube_crd.py kube_decide.py kube_driver.py kube_operator.py kube_render.py data_prepare.py data_synth.py \
+	kube_cluster.py kube_kueue.py kube_queueing.py kube_crd.py kube_decide.py kube_driver.py kube_operator.py kube_render.py \
+	data_prepare.py data_synth.py \
 	metric.py eval_score.py eval_client.py eval_report.py serve_batching.py serve_images.py architecture.py)
 
 .PHONY: help venv test test-fast test-slow test-realnode test-image-python lint demo testenv testenv-host testenv-images tools chart kind-up kind-down images clean

@@ -212,3 +212,30 @@ def test_observe_never_adopts_a_same_named_child_it_does_not_own() -> None:
     unowned = observe(Reader(objects, {}), NO_FILES, Run(Owner("run", "ns"), SPEC), secrets=False)
     assert unowned.configmap is not None and unowned.job is None
     assert [(f.kind, f.owner_kind) for f in unowned.foreign] == [("PyTorchJob", names.KIND)]
+
+
+class QueueReader(Reader):
+    """A Reader that also answers Kueue's Workload list, counting the lists."""
+
+    workload_lists = 0
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, selector: str = ""
+    ) -> list[dict[str, Any]]:
+        if kind != "Workload":
+            return super().list(api_version, kind, namespace, selector)
+        self.workload_lists += 1
+        return [{"metadata": {"name": "pytorchjob-run"}}]
+
+
+def test_observe_reads_kueues_workload_only_while_the_job_is_held() -> None:
+    """decide reads the Workload only of a suspended job: a running run costs no Workload list."""
+    doc = {**SPEC, "queue": "team"}
+    job = render_pytorchjob(parse_spec(doc), OWNER)
+    job["metadata"]["uid"] = "job-uid"
+    reader = QueueReader({("PyTorchJob", "run"): job}, {})
+    held = observe(reader, NO_FILES, Run(OWNER, doc, {"phase": "Queued"}), secrets=False)
+    assert held.workload == {"metadata": {"name": "pytorchjob-run"}} and reader.workload_lists == 1
+    job["spec"]["runPolicy"]["suspend"] = False  # admitted
+    running = observe(reader, NO_FILES, Run(OWNER, doc, {"phase": "Training"}), secrets=False)
+    assert running.workload is None and reader.workload_lists == 1

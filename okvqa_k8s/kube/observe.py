@@ -124,7 +124,9 @@ def observe(objects: Objects, files: RunFiles, run: Run, *, secrets: bool) -> Ob
         dataset_manifest = files.read_json(join(spec.dataset.uri, PREPARED_MANIFEST))
     if job is None and secrets:
         secret_keys = read_secret_keys(objects, ns, secret_references(spec))
-    workload, queueing_installed = _workload(objects, run.owner.namespace, job if spec.queue else None)
+    # Only a held job needs its Workload read (decide looks at it only then).
+    held = job if spec.queue and job is not None and queueing.suspended(job) else None
+    workload, queueing_installed = _workload(objects, run.owner.namespace, held)
     results = {}
     if eval_job is not None and condition_true(eval_job, "Complete"):
         results = {variant: files.read_json(result_uri(spec, variant)) for variant in variants(spec)}
