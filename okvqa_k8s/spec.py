@@ -320,7 +320,8 @@ class FineTuneSpec(_Model):
         3600,
         ge=0,
         description="Fail the run (PendingDeadlineExceeded) when its PyTorchJob has not started running "
-        "this many seconds after it was created (or resumed by a queue); 0 waits for ever.",
+        "this many seconds after it was created (or resumed by a queue), or its evaluation Job has started "
+        "no pod this long after it was created; 0 waits for ever.",
     )
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)

@@ -10,7 +10,7 @@ import pytest
 
 from okvqa_k8s.data.categories import CATEGORIES
 from okvqa_k8s.kube.decide import Create, Delete, Foreign, Observed, decide, fail
-from okvqa_k8s.kube.pods import TIMESTAMP
+from okvqa_k8s.kube.pods import JOB_NAME_LABEL, TIMESTAMP
 from okvqa_k8s.kube.render import (
     Owner,
     render_configmap,
@@ -648,6 +648,42 @@ def test_a_run_pending_past_its_deadline_fails_naming_why_its_pods_wait() -> Non
         ]
         == "Pending"
     )
+
+
+def test_an_evaluation_job_that_never_starts_a_pod_fails_at_the_deadline() -> None:
+    """An eval Job whose pod cannot be scheduled reports nothing itself: the run would stay Evaluating."""
+    observed = children(SPEC, job="Succeeded", served=True, evals="running")
+    job_name = observed.eval_job["metadata"]["name"]
+    unscheduled = {
+        "metadata": {"name": f"{job_name}-x7k", "namespace": "ns", "labels": {JOB_NAME_LABEL: job_name}},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}
+            ],
+        },
+    }
+    training_pod = pod("run-master-0", "ErrImagePull")  # another component's pod: not the Job's
+
+    def at(created: str, *pods: dict[str, Any]) -> dict[str, Any]:
+        job = {
+            **observed.eval_job,
+            "metadata": {**observed.eval_job["metadata"], "creationTimestamp": created},
+        }
+        return decide(
+            OWNER, SPEC, {"phase": "Evaluating"}, replace(observed, eval_job=job, pods=pods), NOW, 1
+        ).status
+
+    assert at("2024-12-31T23:00:01Z", unscheduled)["phase"] == "Evaluating"
+    late = at("2024-12-31T23:00:00Z", unscheduled)
+    assert (late["phase"], late["reason"]) == ("Failed", "PendingDeadlineExceeded")
+    assert late["message"] == (
+        f"Job {job_name} has started no pod 3600 s after it was created (pendingDeadlineSeconds 3600): "
+        f"{job_name}-x7k: Unschedulable: 0/3 nodes"
+    )
+    assert "no pod was created" in at("2024-12-31T23:00:00Z", training_pod)["message"]
+    ran = {**unscheduled, "status": {"phase": "Failed"}}  # a pod that ran once is progress
+    assert at("2024-12-01T00:00:00Z", ran, unscheduled)["phase"] == "Evaluating"
 
 
 def test_time_held_by_a_queue_does_not_count_towards_the_pending_deadline() -> None:

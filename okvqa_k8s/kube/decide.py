@@ -25,7 +25,14 @@ from okvqa_k8s.evaluate.evalset import evaluation_problems
 from okvqa_k8s.evaluate.metric import result_metric
 from okvqa_k8s.evaluate.report import group_line
 from okvqa_k8s.kube import names, queueing
-from okvqa_k8s.kube.pods import container_config_failure, image_pull_failure, seconds_between, waiting_summary
+from okvqa_k8s.kube.pods import (
+    JOB_NAME_LABEL,
+    age,
+    container_config_failure,
+    image_pull_failure,
+    seconds_between,
+    waiting_summary,
+)
 from okvqa_k8s.kube.render import (
     SPEC_FILE,
     Owner,
@@ -323,6 +330,25 @@ def _pending_too_long(spec: FineTuneSpec, job: Mapping[str, Any], observed: Obse
     )
 
 
+def _eval_pending_too_long(
+    spec: FineTuneSpec, job: Mapping[str, Any], pods: tuple[dict[str, Any], ...], now: str
+) -> str | None:
+    """Why the evaluation Job has started no pod `pendingDeadlineSeconds` after it was created, or None.
+
+    A Job whose pod cannot be scheduled (no node with its CPU or memory) reports nothing itself; without
+    this the run would stay Evaluating for ever. A pod that ran once (even one that failed) is progress.
+    """
+    deadline, name = spec.pending_deadline_seconds, job["metadata"]["name"]
+    mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
+    started = any((p.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed") for p in mine)
+    if not deadline or started or (waited := age(job, now)) < deadline:
+        return None
+    return (
+        f"Job {name} has started no pod {waited:.0f} s after it was created "
+        f"(pendingDeadlineSeconds {deadline}): {waiting_summary(mine)}"
+    )
+
+
 def _not_owned(
     st: dict[str, Any], owner: Owner, foreign: tuple[Foreign, ...], now: str, generation: int | None
 ) -> Decision:
@@ -498,6 +524,9 @@ def _serve_and_evaluate(
         )
         return
     if not condition_true(job, "Complete"):
+        if late := _eval_pending_too_long(spec, job, observed.pods, now):
+            _absorb(decision, fail(st, Reason.PENDING_DEADLINE_EXCEEDED, late, now, generation))
+            return
         _phase(st, Phase.EVALUATING, Reason.EVALUATING, f"waiting for Job {job_name}")
         return
     results = {}

@@ -19,6 +19,8 @@ IMAGE_NEVER_PULLS = frozenset({"ErrImageNeverPull", "InvalidImageName"})
 IMAGE_PULL_RETRIES = frozenset({"ErrImagePull", "ImagePullBackOff"})
 GRACE_SECONDS = 120.0
 TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
+# Set by the Job controller on the pods of a batch/v1 Job (Kubernetes ≥ 1.27).
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 def image_pull_failure(pods: Iterable[Mapping[str, Any]], now: str) -> str | None:
