@@ -1,4 +1,5 @@
-"""The real node's pure parts, without root: its configurations, the host-state check, the OCI writer.
+"""The real node's pure parts, without root: its configurations, the host-state check, the OCI writer;
+and (`realnode`, root) the network's teardown on a bridge of its own.
 
 What the node does for real (pods, DNS, Services, the chart, a FineTune) is in tests/test_realnode.py.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
 import tarfile
 import tomllib
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 from okvqa_k8s.cli import main
 from okvqa_testenv import host, images, node
 from okvqa_testenv.pki import ClusterCa
+from tests.conftest import require
 
 
 def test_without_root_the_node_refuses_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,3 +207,26 @@ def test_an_image_is_rebuilt_exactly_when_its_context_changes(tmp_path: Path) ->
     assert images.context_digest(repo, image) != first
     other_args = images.DockerfileImage("operator", "operator.Dockerfile", {"PYTHON_IMAGE": "other"})
     assert images.context_digest(repo, other_args) != images.context_digest(repo, image)
+
+
+@pytest.mark.realnode
+def test_deleting_the_network_removes_the_pods_veths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped pod's network namespace can outlive its processes (orphaned sockets pin it), and its
+    veth with it: removing the bridge removes the veths plugged into it (on a bridge of this test's own)."""
+    require(os.geteuid() == 0, "needs root: creates a bridge and a veth pair")
+    bridge, veth, peer = (f"okvt{os.getpid() % 10000}{suffix}" for suffix in ("", "a", "b"))
+    monkeypatch.setattr(node, "BRIDGE", bridge)
+    monkeypatch.setattr(
+        node, "FORWARD_GUARD", ["FORWARD", "-i", bridge, "-m", "comment", "--comment", bridge]
+    )
+    links = Path("/sys/class/net")
+    try:
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", peer], check=True)
+        subprocess.run(["ip", "link", "set", veth, "master", bridge], check=True)
+        assert (links / bridge / "brif" / veth).exists()
+        node.Network.delete()
+        assert not (links / bridge).exists() and not (links / veth).exists() and not (links / peer).exists()
+    finally:
+        for name in (veth, bridge):
+            subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)

@@ -149,7 +149,13 @@ class Network:
     def delete() -> None:
         while _run("iptables", "-w", "-D", *FORWARD_GUARD, "-j", "DROP", check=False).returncode == 0:
             pass
-        if Path(f"/sys/class/net/{BRIDGE}").exists():
+        bridge = Path(f"/sys/class/net/{BRIDGE}")
+        if bridge.exists():
+            # Pods' veths, which CNI DEL would have removed: a stopped pod's network namespace can outlive
+            # its processes (orphaned TCP sockets pin it for minutes), and its veth with it. Deleting the
+            # host end deletes the pair.
+            for port in sorted(p.name for p in (bridge / "brif").iterdir()):
+                _run("ip", "link", "delete", port, check=False)
             _run("ip", "link", "delete", BRIDGE, check=False)
 
     def cni_config(self, ipam_dir: Path) -> dict[str, Any]:
