@@ -20,10 +20,10 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml testenv/pyproject.toml
-	@echo "==> creating $(VENV) and installing okvqa-k8s with all extras (torch==2.13.0, CPU here)"
+	@echo "==> creating $(VENV) and installing okvqa-k8s with all extras (torch==2.13.0, CPU here; no byte-compiling: Python compiles what it imports)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	PYTHON=$(BIN)/python bash images/pip-install.sh . train,serve,kube,dev --quiet -e
+	PYTHON=$(BIN)/python bash images/pip-install.sh . train,serve,kube,dev --quiet --no-compile -e
 	$(BIN)/pip install --quiet -e ./testenv
 	touch $@
 
@@ -47,7 +47,7 @@ test: venv tools testenv testenv-host testenv-images ## everything CI runs: set-
 
 $(IMAGE_VENV)/.installed: pyproject.toml testenv/pyproject.toml
 	test -x $(IMAGE_VENV)/bin/python || $(IMAGE_PYTHON) -m venv $(IMAGE_VENV)
-	PYTHON=$(IMAGE_VENV)/bin/python bash images/pip-install.sh . serve,kube,dev --quiet -e
+	PYTHON=$(IMAGE_VENV)/bin/python bash images/pip-install.sh . serve,kube,dev --quiet --no-compile -e
 	$(IMAGE_VENV)/bin/pip install --quiet -e ./testenv
 	touch $@
 
