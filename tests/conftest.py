@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, prepared_dataset: Path)
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny") / "tiny-llava", texts=dataset_texts(prepared_dataset)
     )
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model: Path) -> Any:
+    """The tiny model loaded for serving (`LlavaEngine`), shared by the serving tests; none changes it."""
+    from okvqa_k8s.serve.engine import LlavaEngine
+
+    return LlavaEngine.load(tiny_model)

@@ -52,11 +52,6 @@ def _wait_ready(url: str, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model: Path) -> LlavaEngine:
-    return LlavaEngine.load(tiny_model)
-
-
-@pytest.fixture(scope="module")
 def server(engine: LlavaEngine) -> Iterator[BackgroundServer]:
     settings = ServerSettings(
         max_body_bytes=MAX_BODY,

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import httpx
 import openai
@@ -20,11 +19,6 @@ from okvqa_k8s.serve.engine import GenRequest, LlavaEngine
 from tests.test_serve_app import HeldEngine, _ask, _body, _jpeg, _url, _wait_ready
 
 KEY = "sk-test-5f1c9a"
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model: Path) -> LlavaEngine:
-    return LlavaEngine.load(tiny_model)
 
 
 @pytest.fixture(scope="module")

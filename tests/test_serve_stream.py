@@ -4,7 +4,6 @@ against the real server and a real (tiny) LLaVA."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -16,11 +15,6 @@ from okvqa_k8s.serve.engine import GenRequest, LlavaEngine, stable_prefix
 from tests.test_serve_app import _jpeg, _requests, _url, _wait_ready
 
 QUESTION = "Describe every shape in the picture, one by one, with its colour and its size."
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model: Path) -> LlavaEngine:
-    return LlavaEngine.load(tiny_model)
 
 
 @pytest.fixture(scope="module")
