@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from okvqa_testenv.api import Api
-from okvqa_testenv.pki import webhook_pair
+from okvqa_testenv.pki import namespace_with_secret, webhook_pair
 
 BINARY = "kueue"
 PORTS = ("kueue_webhook", "kueue_health", "kueue_metrics")
@@ -84,18 +84,7 @@ def bootstrap_objects(
     binaries: Path, certs: dict[str, bytes], webhook_port: int
 ) -> list[tuple[str, dict[str, Any]]]:
     """(collection path, object): Kueue's namespace, its certificate Secret and webhook registrations."""
-    objects: list[tuple[str, dict[str, Any]]] = [
-        ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-        (
-            f"/api/v1/namespaces/{NAMESPACE}/secrets",
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": SECRET},
-                "data": {name: base64.b64encode(value).decode() for name, value in certs.items()},
-            },
-        ),
-    ]
+    objects = namespace_with_secret(NAMESPACE, SECRET, certs)
     names = {"MutatingWebhookConfiguration": MUTATING, "ValidatingWebhookConfiguration": VALIDATING}
     for manifest in yaml.safe_load_all((binaries / WEBHOOK_MANIFESTS).read_text()):
         if not manifest:

@@ -5,6 +5,7 @@ P-256 keys by default: every component accepts them and they take microseconds, 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import os
@@ -12,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -193,3 +195,18 @@ def mount_pair(certs: dict[str, bytes], directory: Path) -> None:
         with os.fdopen(fd, "wb") as out:
             out.write(certs[name])
         os.replace(staging, target)
+
+
+def namespace_with_secret(
+    namespace: str, secret: str, certs: dict[str, bytes]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) for a controller's namespace and the Secret holding its serving pair, as
+    the webhook-serving controllers (training operator, Kueue) expect them before they start."""
+    data = {name: base64.b64encode(value).decode() for name, value in certs.items()}
+    return [
+        ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        (
+            f"/api/v1/namespaces/{namespace}/secrets",
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "data": data},
+        ),
+    ]

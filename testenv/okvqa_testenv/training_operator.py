@@ -10,7 +10,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from okvqa_testenv.pki import mount_pair, webhook_pair
+from okvqa_testenv.pki import mount_pair, namespace_with_secret, webhook_pair
 
 PYTORCHJOB_CRD = "kubeflow.org_pytorchjobs.yaml"
 # The training operator manages its webhook certificate through these fixed names (pkg/cert in v1.9).
@@ -38,16 +38,7 @@ def webhook_certs() -> dict[str, bytes]:
 def bootstrap_objects(certs: dict[str, bytes], webhook_port: int) -> list[tuple[str, dict[str, Any]]]:
     """(collection path, object) for the operator's namespace, webhook Secret and webhook registration."""
     return [
-        ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-        (
-            f"/api/v1/namespaces/{NAMESPACE}/secrets",
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": WEBHOOK_SECRET},
-                "data": {name: base64.b64encode(value).decode() for name, value in certs.items()},
-            },
-        ),
+        *namespace_with_secret(NAMESPACE, WEBHOOK_SECRET, certs),
         (
             "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
             {
