@@ -9,30 +9,28 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 from typing import Any
 
 from okvqa_k8s.spec import FineTuneSpec
 from okvqa_k8s.train.ds_config import fill_auto
 
-# DeepSpeed's CPU accelerator builds this op (an intra-node shared-memory allreduce) with the C++
-# compiler the first time a process group starts. It is only a faster allreduce, and plain gloo works.
+# DeepSpeed's CPU accelerator JIT-compiles this op (a shared-memory allreduce) with the C++ compiler when
+# the first process group starts. Only DeepSpeed's inference path (`inference_all_reduce`, AutoTP) calls it.
 SHM_COMM_OP = "deepspeed_shm_comm"
 log = logging.getLogger(__name__)
 
 
-def skip_ops_that_cannot_build() -> bool:
-    """On the CPU accelerator with no C++ compiler, tell DeepSpeed its shm allreduce op is unavailable.
+def skip_shm_comm_op() -> bool:
+    """On the CPU accelerator, tell DeepSpeed its shm allreduce op is unavailable; returns whether it did.
 
-    Why: DeepSpeed JIT-compiles the op when the first process group starts, and it raises when `c++`
-    is missing. Our runtime image has no compiler (it ships CUDA-built ops), so every CPU pod on kind
-    would crash at start. Marked incompatible, DeepSpeed uses torch.distributed's gloo allreduce. It
-    also saves the 25-80 s compile at every pod start. Returns whether the op was switched off.
+    Why: training never calls the op (gradients are reduced by torch.distributed's gloo either way), yet
+    DeepSpeed compiles it at every process start where its build cache is cold: 25-80 s on 2 cores in every
+    fresh pod, and the first `okvqa-k8s demo` of a fresh clone (the cache is keyed by the venv's path).
+    Where no `c++` exists, as in our runtime images, the compile would even crash the pod.
     """
     from deepspeed.accelerator import get_accelerator
 
-    if get_accelerator().device_name() != "cpu" or shutil.which(os.environ.get("CXX", "c++")):
+    if get_accelerator().device_name() != "cpu":
         return False
     import deepspeed.ops
 
@@ -46,8 +44,8 @@ def init_distributed() -> None:
     import deepspeed
     import torch
 
-    if skip_ops_that_cannot_build():
-        log.info("no C++ compiler: DeepSpeed's shared-memory allreduce is off, gloo's allreduce is used")
+    if skip_shm_comm_op():
+        log.info("DeepSpeed's shm allreduce op is not built (inference uses it): gloo reduces gradients")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
