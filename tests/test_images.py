@@ -191,6 +191,58 @@ def test_pip_install_script(tmp_path: Path) -> None:
     assert "DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1" in rebuild
 
 
+def test_pip_install_script_with_uv(tmp_path: Path) -> None:
+    """OKVQA_INSTALLER=uv (the Makefile's venvs): the same requirement through `uv pip` for PYTHON."""
+    script = str(REPO / "images" / "pip-install.sh")
+    python = _recording_python(tmp_path)
+    uv = tmp_path / "uv"  # next to PYTHON, where `pip install uv` puts it in a venv
+    uv.write_text('#!/usr/bin/env bash\necho "uv $*" >>"$LOG"\n')
+    uv.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "LOG": str(tmp_path / "log")}
+    env["OKVQA_INSTALLER"] = "uv"
+    subprocess.run(["bash", script, str(REPO), "train,serve", "--quiet", "-e"], env=env, check=True)
+    assert (tmp_path / "log").read_text().splitlines() == [
+        f"uv pip install --python {python} --quiet -e {REPO}[train,serve]"
+    ]
+    (tmp_path / "log").unlink()
+    subprocess.run(["bash", script, "--deps-only", str(REPO), "kube"], env=env, check=True)
+    install, uninstall = (tmp_path / "log").read_text().splitlines()
+    assert install.startswith(f"uv pip install --python {python} /tmp/")
+    assert install.endswith("/project[kube]")
+    assert uninstall == f"uv pip uninstall --python {python} okvqa-k8s"
+
+
+@pytest.mark.parametrize(
+    ("env_update", "message"),
+    [
+        ({"OKVQA_INSTALLER": "conda"}, "OKVQA_INSTALLER 'conda': expected pip or uv"),
+        ({"OKVQA_INSTALLER": "uv"}, "OKVQA_INSTALLER=uv: no uv next to"),
+        (
+            {"OKVQA_INSTALLER": "uv", "UV": "/bin/true", "DS_PREBUILD_OPS": "FUSED_ADAM"},
+            "needs OKVQA_INSTALLER=pip",
+        ),
+    ],
+)
+def test_pip_install_script_refuses_a_bad_installer(
+    tmp_path: Path, env_update: dict[str, str], message: str
+) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHON": str(_recording_python(tmp_path)),
+        "LOG": str(tmp_path / "log"),
+        **env_update,
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "images/pip-install.sh"), str(REPO), "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "log").exists(), "nothing was installed"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
