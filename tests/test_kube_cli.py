@@ -119,21 +119,24 @@ def test_status_table() -> None:
     assert "0.00% → 65.70%" in lines[3] and lines[3].endswith("\u22121.2 pp / 337 q")
 
 
+def _queued_run(status: dict) -> dict:
+    """A 2-node FineTune submitted to the LocalQueue team-a, with `status`."""
+    return {"metadata": {"name": "q"}, "spec": {"nodes": 2, "queue": "team-a"}, "status": status}
+
+
 def test_status_explains_a_queued_run() -> None:
     """`status NAME` of a run waiting for Kueue: the phase with its wait, Kueue's message, the queue."""
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 150))
     message = "waiting in LocalQueue team-a: couldn't assign flavors to pod set master: insufficient quota"
-    item = {
-        "metadata": {"name": "q"},
-        "spec": {"nodes": 2, "queue": "team-a"},
-        "status": {
+    item = _queued_run(
+        {
             "phase": "Queued",
             "reason": "Queued",
             "message": message,
             "queue": {"name": "team-a", "since": since, "reason": "Pending", "waitedSeconds": 40},
             "conditions": [{"type": "Admitted", "status": "False", "reason": "Queued", "message": message}],
-        },
-    }
+        }
+    )
     out = status_text(item)
     assert out.splitlines()[1].split()[:3] == ["q", "Queued", "(2m)"]
     assert f"message: {message}" in out
@@ -147,16 +150,14 @@ def test_status_explains_a_queued_run() -> None:
 )
 def test_status_of_a_run_that_left_the_queue(admitted: str, line: str) -> None:
     """A run that failed in the queue was never admitted; one that failed later was."""
-    item = {
-        "metadata": {"name": "q"},
-        "spec": {"nodes": 2, "queue": "team-a"},
-        "status": {
+    item = _queued_run(
+        {
             "phase": "Failed",
             "reason": "Inadmissible",
             "queue": {"name": "team-a", "waitedSeconds": 600},
             "conditions": [{"type": "Admitted", "status": admitted, "reason": "Admitted"}],
-        },
-    }
+        }
+    )
     assert f"queue: LocalQueue team-a, {line} after waiting 600 s" in status_text(item)
 
 
