@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +138,21 @@ def event_reasons(kube: Kube, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in sorted(mine, key=lambda e: e["metadata"]["creationTimestamp"])]
 
 
+def events_reach(kube: Kube, namespace: str, name: str, *expected: str) -> list[str]:
+    """The FineTune's event reasons, once they hold every `expected` reason (as often as listed).
+
+    The operator writes the status first and the transition's Event after it, so a test that has just
+    seen a phase must wait for its Event rather than read it at once.
+    """
+    want = Counter(expected)
+
+    def complete() -> list[str] | None:
+        reasons = event_reasons(kube, namespace, name)
+        return None if want - Counter(reasons) else reasons
+
+    return wait_for(f"events {sorted(expected)} on {name}", complete, 30)
+
+
 def cli(args: list[str], kubeconfig: Path) -> Any:
     group = click.Group(commands={c.name: c for c in COMMANDS})
     return CliRunner().invoke(group, args, env={"KUBECONFIG": str(kubeconfig)}, catch_exceptions=False)
@@ -209,7 +225,9 @@ def test_finetune_lifecycle_with_cli(
     assert st["accuracy"] == {"finetuned": 55.5, "base": 31.25}
     assert st["endpoint"] == f"http://life-serve.{namespace}.svc:8000"
     assert st["modelUri"] == str(out / "merged") and st["jobName"] == "life" and st["progress"] == "3/10"
-    reasons = event_reasons(kube, namespace, "life")
+    reasons = events_reach(
+        kube, namespace, "life", "Pending", "Training", "Serving", "Evaluating", "Succeeded"
+    )
     # one Event per transition (same-second Events have no reliable order, so compare as a multiset)
     assert sorted(reasons) == sorted(["Pending", "Training", "Serving", "Evaluating", "Succeeded"]), reasons
 
@@ -285,7 +303,7 @@ def test_failing_training_fails_the_run_with_reason(
     failed = wait_for("the run to fail", lambda: phase_is(kube, namespace, "broken", "Failed"), 120)
     assert failed["status"]["reason"] == "TrainingFailed"
     assert "PyTorchJob broken failed" in failed["status"]["message"]
-    assert "TrainingFailed" in event_reasons(kube, namespace, "broken")
+    events_reach(kube, namespace, "broken", "TrainingFailed")
     assert kube.get("apps/v1", "Deployment", namespace, "broken-serve") is None
 
 

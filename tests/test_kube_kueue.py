@@ -153,8 +153,7 @@ def test_second_run_waits_for_quota_then_runs(
         release(kube, ns, "first")
         reaches(kube, ns, "first", "Succeeded")
         done = reaches(kube, ns, "second", "Succeeded")
-    reasons = base.event_reasons(kube, ns, "second")
-    assert "Queued" in reasons and "Training" in reasons, reasons
+    base.events_reach(kube, ns, "second", "Queued", "Training")
     assert "since" not in done["queue"] and done["queue"]["waitedSeconds"] >= 0
     assert len(pods_of(kube, ns, "second")) == 2
     remove(kube, ns, "first", "second")
@@ -219,6 +218,6 @@ def test_higher_priority_preempts_and_the_preempted_run_resumes(
     assert len(pods_of(kube, ns, "low")) == 2
     assert st["checkpointUri"] == str(checkpoint)
     assert "since" not in st["queue"] and st["queue"]["waitedSeconds"] >= 0
-    reasons = base.event_reasons(kube, ns, "low")
-    assert reasons.count("Training") == 2 and "Queued" in reasons, reasons
+    reasons = base.events_reach(kube, ns, "low", "Queued", "Training", "Training")
+    assert reasons.count("Training") == 2, reasons
     remove(kube, ns, "low", "high")
