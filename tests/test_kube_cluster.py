@@ -225,11 +225,10 @@ def test_finetune_lifecycle_with_cli(
     assert st["accuracy"] == {"finetuned": 55.5, "base": 31.25}
     assert st["endpoint"] == f"http://life-serve.{namespace}.svc:8000"
     assert st["modelUri"] == str(out / "merged") and st["jobName"] == "life" and st["progress"] == "3/10"
-    reasons = events_reach(
-        kube, namespace, "life", "Pending", "Training", "Serving", "Evaluating", "Succeeded"
-    )
+    transitions = ("Pending", "Training", "Serving", "Evaluating", "Succeeded")
+    reasons = events_reach(kube, namespace, "life", *transitions)
     # one Event per transition (same-second Events have no reliable order, so compare as a multiset)
-    assert sorted(reasons) == sorted(["Pending", "Training", "Serving", "Evaluating", "Succeeded"]), reasons
+    assert sorted(reasons) == sorted(transitions), reasons
 
     # the base model's server was only there for the "before" score
     wait_for(
